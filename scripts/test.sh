@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test suite: lint, types, unit/property tests and the netns integration
+# tests (these need root; under CI=true they never skip).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m ruff check src tests bench
+python3 -m mypy
+python3 -m pytest -q "$@"

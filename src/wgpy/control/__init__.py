@@ -1,0 +1,1 @@
+"""Control plane: the UAPI protocol, configuration files and keys."""

@@ -1,0 +1,348 @@
+"""The cross-platform userspace configuration protocol (UAPI), both ends.
+
+Theory of operation: a userspace WireGuard device listens on
+``/var/run/wireguard/NAME.sock``.  A request is ``get=1`` or ``set=1``
+followed by ``key=value`` lines and an empty line; the reply is ``key=value``
+lines (for a get) ending in ``errno=N`` and an empty line.  Errors are
+negative errnos, as wireguard-go sends them (``errno=-22`` for EINVAL).
+
+This module holds the pure codec (``DeviceInfo`` <-> get text) and a small
+blocking client.  The server side lives with the device, which owns the state
+a set changes.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SOCKET_DIR = Path("/var/run/wireguard")
+ZERO_KEY = bytes(32)
+
+
+class UapiError(Exception):
+    """A device answered a request with a non-zero errno."""
+
+    def __init__(self, errno: int, message: str = "") -> None:
+        self.errno = errno
+        text = os.strerror(abs(errno)) if errno else "success"
+        super().__init__(message or f"{text} (errno={errno})")
+
+
+class UapiProtocolError(Exception):
+    """The reply could not be parsed: the other end does not speak UAPI."""
+
+
+@dataclass
+class PeerInfo:
+    public_key: bytes
+    preshared_key: bytes = ZERO_KEY
+    protocol_version: int = 1
+    endpoint: str | None = None  # "ip:port" or "[ipv6]:port", as on the wire
+    last_handshake_time_sec: int = 0
+    last_handshake_time_nsec: int = 0
+    tx_bytes: int = 0
+    rx_bytes: int = 0
+    persistent_keepalive_interval: int = 0
+    allowed_ips: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DeviceInfo:
+    private_key: bytes | None = None
+    listen_port: int = 0
+    fwmark: int = 0
+    peers: list[PeerInfo] = field(default_factory=list)
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``1.2.3.4:51820`` or ``[fd00::1]:51820`` -> (host, port); ValueError if malformed."""
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"bad endpoint {text!r}")
+        ipaddress.IPv6Address(host.split("%")[0])
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or ":" in host:
+            raise ValueError(f"bad endpoint {text!r}")
+        ipaddress.IPv4Address(host)
+    p = int(port)
+    if not 0 < p < 65536:
+        raise ValueError(f"bad port in endpoint {text!r}")
+    return host, p
+
+
+def format_endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _hexkey(value: str) -> bytes:
+    if len(value) != 64:
+        raise ValueError("key must be 64 hex digits")
+    return bytes.fromhex(value)
+
+
+def format_get(info: DeviceInfo) -> str:
+    """The body of a get reply, in wireguard-go's order, without the errno line."""
+    out: list[str] = []
+    if info.private_key is not None and info.private_key != ZERO_KEY:
+        out.append(f"private_key={info.private_key.hex()}")
+    if info.listen_port:
+        out.append(f"listen_port={info.listen_port}")
+    if info.fwmark:
+        out.append(f"fwmark={info.fwmark}")
+    for p in info.peers:
+        out.append(f"public_key={p.public_key.hex()}")
+        out.append(f"preshared_key={p.preshared_key.hex()}")
+        out.append(f"protocol_version={p.protocol_version}")
+        if p.endpoint is not None:
+            out.append(f"endpoint={p.endpoint}")
+        out.append(f"last_handshake_time_sec={p.last_handshake_time_sec}")
+        out.append(f"last_handshake_time_nsec={p.last_handshake_time_nsec}")
+        out.append(f"tx_bytes={p.tx_bytes}")
+        out.append(f"rx_bytes={p.rx_bytes}")
+        out.append(f"persistent_keepalive_interval={p.persistent_keepalive_interval}")
+        out.extend(f"allowed_ip={a}" for a in p.allowed_ips)
+    return "".join(line + "\n" for line in out)
+
+
+def parse_get(text: str) -> DeviceInfo:
+    """Parse the key=value lines of a get reply (with or without the errno line)."""
+    info = DeviceInfo()
+    peer: PeerInfo | None = None
+    for raw in text.split("\n"):
+        if not raw:
+            continue
+        key, sep, value = raw.partition("=")
+        if not sep:
+            raise UapiProtocolError(f"line without '=': {raw!r}")
+        try:
+            if key == "errno":
+                if int(value) != 0:
+                    raise UapiError(int(value))
+            elif key == "public_key":
+                peer = PeerInfo(public_key=_hexkey(value))
+                info.peers.append(peer)
+            elif peer is None:
+                if key == "private_key":
+                    info.private_key = _hexkey(value)
+                elif key == "listen_port":
+                    info.listen_port = int(value)
+                elif key == "fwmark":
+                    info.fwmark = int(value)
+                # unknown interface keys are ignored, as wg(8) does
+            elif key == "preshared_key":
+                peer.preshared_key = _hexkey(value)
+            elif key == "protocol_version":
+                peer.protocol_version = int(value)
+            elif key == "endpoint":
+                peer.endpoint = value
+            elif key == "last_handshake_time_sec":
+                peer.last_handshake_time_sec = int(value)
+            elif key == "last_handshake_time_nsec":
+                peer.last_handshake_time_nsec = int(value)
+            elif key == "tx_bytes":
+                peer.tx_bytes = int(value)
+            elif key == "rx_bytes":
+                peer.rx_bytes = int(value)
+            elif key == "persistent_keepalive_interval":
+                peer.persistent_keepalive_interval = int(value)
+            elif key == "allowed_ip":
+                peer.allowed_ips.append(value)
+        except ValueError as e:
+            raise UapiProtocolError(f"bad value in {raw!r}: {e}") from e
+    return info
+
+
+# -- set requests (server side) -------------------------------------------
+
+EINVAL = -errno_mod.EINVAL
+EPROTO = -errno_mod.EPROTO
+EADDRINUSE = -errno_mod.EADDRINUSE
+EIO = -errno_mod.EIO
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass
+class PeerChange:
+    public_key: bytes
+    remove: bool = False
+    update_only: bool = False
+    preshared_key: bytes | None = None
+    endpoint: tuple[str, int] | None = None
+    persistent_keepalive_interval: int | None = None
+    replace_allowed_ips: bool = False
+    allowed_ips: list[Network] = field(default_factory=list)
+
+
+@dataclass
+class SetRequest:
+    """A parsed ``set=1`` request: validated in full before anything is applied."""
+
+    private_key: bytes | None = None
+    private_key_set: bool = False
+    listen_port: int | None = None
+    fwmark: int | None = None
+    replace_peers: bool = False
+    peers: list[PeerChange] = field(default_factory=list)
+
+
+def _bool_true(key: str, value: str) -> bool:
+    if value != "true":
+        raise UapiError(EINVAL, f"failed to set {key}, invalid value: {value}")
+    return True
+
+
+def _uint(key: str, value: str, bits: int) -> int:
+    if not value.isdigit():
+        raise UapiError(EINVAL, f"invalid {key}: {value!r}")
+    n = int(value)
+    if n >= 1 << bits:
+        raise UapiError(EINVAL, f"invalid {key}: {value!r} out of range")
+    return n
+
+
+def _key(key: str, value: str) -> bytes:
+    try:
+        k = _hexkey(value)
+    except ValueError:
+        raise UapiError(EINVAL, f"failed to set {key}: invalid hex key") from None
+    return k
+
+
+def parse_set(lines: list[str]) -> SetRequest:
+    """Parse the lines of a set request (without ``set=1`` and the blank line).
+
+    Raises ``UapiError`` with wireguard-go's errno for the first bad line;
+    nothing has been applied at that point, which is what makes a set
+    all-or-nothing.
+    """
+    req = SetRequest()
+    peer: PeerChange | None = None
+    for line in lines:
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise UapiError(EPROTO, f"failed to parse line {line!r}")
+        if key == "public_key":
+            peer = PeerChange(public_key=_key(key, value))
+            req.peers.append(peer)
+            continue
+        if peer is None:
+            if key == "private_key":
+                k = _key(key, value)
+                req.private_key = None if k == ZERO_KEY else k
+                req.private_key_set = True
+            elif key == "listen_port":
+                req.listen_port = _uint(key, value, 16)
+            elif key == "fwmark":
+                req.fwmark = _uint(key, value, 32) if value else 0
+            elif key == "replace_peers":
+                req.replace_peers = _bool_true(key, value)
+            else:
+                raise UapiError(EINVAL, f"invalid UAPI device key: {key}")
+            continue
+        if key == "update_only":
+            peer.update_only = _bool_true(key, value)
+        elif key == "remove":
+            peer.remove = _bool_true(key, value)
+        elif key == "preshared_key":
+            peer.preshared_key = _key(key, value)
+        elif key == "endpoint":
+            try:
+                peer.endpoint = parse_endpoint(value)
+            except ValueError:
+                raise UapiError(EINVAL, f"failed to set endpoint {value}") from None
+        elif key == "persistent_keepalive_interval":
+            peer.persistent_keepalive_interval = _uint(key, value, 16)
+        elif key == "replace_allowed_ips":
+            peer.replace_allowed_ips = _bool_true(key, value)
+            peer.allowed_ips.clear()
+        elif key == "allowed_ip":
+            try:
+                net = ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise UapiError(EINVAL, f"failed to set allowed ip: {value!r}") from None
+            peer.allowed_ips.append(net)
+        elif key == "protocol_version":
+            if value != "1":
+                raise UapiError(EINVAL, f"invalid protocol version: {value}")
+        else:
+            raise UapiError(EINVAL, f"invalid UAPI peer key: {key}")
+    return req
+
+
+def socket_path(interface: str, directory: Path = SOCKET_DIR) -> Path:
+    return directory / f"{interface}.sock"
+
+
+def list_interfaces(directory: Path = SOCKET_DIR) -> list[str]:
+    """Interfaces with a UAPI socket, sorted, as ``wg show interfaces`` lists them."""
+    try:
+        names = [p.name[: -len(".sock")] for p in directory.iterdir() if p.name.endswith(".sock")]
+    except FileNotFoundError:
+        return []
+    return sorted(names)
+
+
+class UapiClient:
+    """A blocking UAPI client for one device.  Each call uses its own connection."""
+
+    def __init__(self, interface: str, directory: Path = SOCKET_DIR, timeout: float = 10) -> None:
+        self.interface = interface
+        self.path = socket_path(interface, directory)
+        self.timeout = timeout
+
+    def _exchange(self, request: bytes) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(self.timeout)
+            try:
+                s.connect(str(self.path))
+            except FileNotFoundError as e:
+                raise UapiError(
+                    -errno_mod.ENOENT, f"Unable to access interface {self.interface}: "
+                    "No such file or directory"
+                ) from e
+            except ConnectionRefusedError as e:
+                raise UapiError(
+                    -errno_mod.ECONNREFUSED,
+                    f"Unable to access interface {self.interface}: Connection refused",
+                ) from e
+            s.sendall(request)
+            chunks: list[bytes] = []
+            buf = b""
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+                buf = buf[-64:] + data
+                # A reply ends with "errno=N\n\n".
+                if b"\n\n" in buf and b"errno=" in buf:
+                    tail = b"".join(chunks)
+                    idx = tail.rfind(b"errno=")
+                    if tail.find(b"\n\n", idx) != -1:
+                        break
+        text = b"".join(chunks).decode("utf-8", "replace")
+        if "errno=" not in text:
+            raise UapiProtocolError(f"{self.path}: reply without errno")
+        return text
+
+    def get(self) -> DeviceInfo:
+        return parse_get(self._exchange(b"get=1\n\n"))
+
+    def set(self, lines: list[str]) -> None:
+        """Send a set request; raise UapiError on a non-zero errno."""
+        body = "".join(line + "\n" for line in lines)
+        text = self._exchange(f"set=1\n{body}\n".encode())
+        for raw in text.split("\n"):
+            if raw.startswith("errno="):
+                code = int(raw[6:])
+                if code != 0:
+                    raise UapiError(code)
+                return

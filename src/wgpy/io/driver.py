@@ -1,0 +1,256 @@
+"""The event loop around one protocol ``Device``: TUN, UDP, timers and the UAPI.
+
+Theory of operation: a single asyncio loop.  The TUN fd and each UDP socket
+are watched with ``add_reader`` and drained in bounded batches with plain
+``os.read``/``recvfrom`` (asyncio's DatagramProtocol costs ~25 µs a
+datagram; this ~1 µs).  Each input goes to the core with ``now`` from the
+loop's monotonic clock and ``wall`` from ``time.time()``; the actions it
+returns are carried out at once.  One ``call_at`` timer follows the core's
+``next_deadline()``.  The UAPI is served on the same loop, so configuration
+never races the data path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+from wgpy.control.apply import apply_set, device_info
+from wgpy.control.uapi import EADDRINUSE, UapiError, format_get, parse_set
+from wgpy.io.keylog import KeyLog
+from wgpy.io.log import Logger
+from wgpy.io.tun import Tun
+from wgpy.io.uapi_server import serve_connection
+from wgpy.io.udp import UdpBind
+from wgpy.protocol import Device, HandshakeKeys, LogEvent, SendDatagram, WriteTun
+from wgpy.protocol.events import Action
+
+BATCH = 256
+MAX_DATAGRAM = 65535
+SOCKET_CHECK_INTERVAL = 1.0
+
+
+class Driver:
+    def __init__(
+        self,
+        device: Device,
+        tun: Tun,
+        bind: UdpBind,
+        uapi_sock: socket.socket,
+        uapi_path: Path,
+        logger: Logger,
+        keylog: KeyLog | None = None,
+    ) -> None:
+        self.device = device
+        self.tun = tun
+        self.bind = bind
+        self.uapi_sock = uapi_sock
+        self.uapi_path = uapi_path
+        self.log = logger
+        self.keylog = keylog
+        self.device.listen_port = bind.port
+        self.device.verbose = logger.verbose_enabled
+        self.device.keylog = keylog is not None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._stopping: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._uapi_ino = os.stat(uapi_path).st_ino
+        self.exit_reason = ""
+
+    # -- lifecycle -----------------------------------------------------------
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._stopping = asyncio.Event()
+        loop.add_reader(self.tun.fd, self._on_tun)
+        self._watch_bind()
+        server = await asyncio.start_unix_server(
+            lambda r, w: serve_connection(r, w, self._uapi), sock=self.uapi_sock
+        )
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop, f"received {signal.Signals(sig).name}")
+        watcher = loop.create_task(self._watch_socket())
+        self.log.verbose("Device started")
+        try:
+            await self._stopping.wait()
+        finally:
+            watcher.cancel()
+            server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1)
+            self._shutdown()
+
+    def stop(self, reason: str) -> None:
+        if self._stopping is not None and not self._stopping.is_set():
+            self.exit_reason = reason
+            self.log.verbose(f"Shutting down: {reason}")
+            self._stopping.set()
+
+    def _shutdown(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(self.tun.fd)
+            self._unwatch_bind()
+        if self._timer is not None:
+            self._timer.cancel()
+        self.device.remove_all_peers()
+        self.bind.close()
+        self.tun.close()  # a non-persistent TUN disappears with its last fd
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(self.uapi_path).st_ino == self._uapi_ino:
+                self.uapi_path.unlink()
+        if self.keylog is not None:
+            self.keylog.close()
+
+    async def _watch_socket(self) -> None:
+        # wireguard-go exits when its UAPI socket is removed; so do we.
+        while True:
+            await asyncio.sleep(SOCKET_CHECK_INTERVAL)
+            try:
+                ino = os.stat(self.uapi_path).st_ino
+            except FileNotFoundError:
+                ino = -1
+            if ino != self._uapi_ino:
+                self.stop("UAPI socket removed")
+                return
+
+    def _watch_bind(self) -> None:
+        assert self._loop is not None
+        for s in self.bind.sockets():
+            self._loop.add_reader(s.fileno(), self._on_udp, s)
+
+    def _unwatch_bind(self) -> None:
+        assert self._loop is not None
+        for s in self.bind.sockets():
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(s.fileno())
+
+    # -- data path -----------------------------------------------------------
+    def _on_tun(self) -> None:
+        fd = self.tun.fd
+        dev = self.device
+        now = self._loop.time() if self._loop else time.monotonic()
+        wall = time.time()
+        for _ in range(BATCH):
+            try:
+                packet = os.read(fd, MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                self.log.error(f"Failed to read packet from TUN device: {e.strerror}")
+                self.stop("TUN device went away")
+                return
+            if not packet:
+                self.stop("TUN device closed")
+                return
+            actions = dev.encapsulate(packet, now, wall)
+            if actions:
+                self._carry_out(actions)
+        self._rearm()
+
+    def _on_udp(self, sock: socket.socket) -> None:
+        dev = self.device
+        now = self._loop.time() if self._loop else time.monotonic()
+        wall = time.time()
+        for _ in range(BATCH):
+            try:
+                data, addr = sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break  # e.g. ICMP errors surfacing on the socket
+            actions = dev.decapsulate(data, (addr[0], addr[1]), now, wall)
+            if actions:
+                self._carry_out(actions)
+        self._rearm()
+
+    def _carry_out(self, actions: list[Action]) -> None:
+        for act in actions:
+            kind = type(act)
+            if kind is SendDatagram:
+                assert isinstance(act, SendDatagram)
+                self.bind.send(act.data, act.endpoint)
+            elif kind is WriteTun:
+                assert isinstance(act, WriteTun)
+                try:
+                    os.write(self.tun.fd, act.packet)
+                except (BlockingIOError, InterruptedError):
+                    pass  # the TUN queue is full: drop, as a NIC would
+                except OSError as e:
+                    self.log.error(f"Failed to write packet to TUN device: {e.strerror}")
+            elif kind is LogEvent:
+                assert isinstance(act, LogEvent)
+                if act.verbose:
+                    self.log.verbose(act.message)
+                else:
+                    self.log.error(act.message)
+            elif kind is HandshakeKeys and self.keylog is not None:
+                assert isinstance(act, HandshakeKeys)
+                try:
+                    self.keylog.write(act)
+                except OSError as e:
+                    self.log.error(f"Failed to write key log: {e.strerror}")
+
+    # -- timers --------------------------------------------------------------
+    def _rearm(self) -> None:
+        nd = self.device.next_deadline()
+        if nd == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = nd
+        if nd is not None and self._loop is not None:
+            self._timer = self._loop.call_at(nd, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        assert self._loop is not None
+        actions = self.device.tick(self._loop.time(), time.time())
+        if actions:
+            self._carry_out(actions)
+        self._rearm()
+
+    # -- UAPI ----------------------------------------------------------------
+    async def _uapi(self, op: str, lines: list[str]) -> str:
+        if op == "get":
+            return format_get(device_info(self.device)) + "errno=0\n\n"
+        try:
+            req = parse_set(lines)
+        except UapiError as e:
+            self.log.error(f"UAPI set: {e}")
+            return f"errno={e.errno}\n\n"
+        port = req.listen_port
+        if port is not None and port != self.bind.port:
+            mark = req.fwmark if req.fwmark is not None else self.device.fwmark
+            try:
+                new_bind = UdpBind.open(port, mark)
+            except OSError as e:
+                self.log.error(f"UAPI set: failed to set listen_port: {e.strerror}")
+                return f"errno={EADDRINUSE}\n\n"
+            self._unwatch_bind()
+            self.bind.close()
+            self.bind = new_bind
+            self._watch_bind()
+            self.log.verbose(f"UDP bind has been updated (port {new_bind.port})")
+        elif req.fwmark is not None and req.fwmark != self.device.fwmark:
+            try:
+                self.bind.set_fwmark(req.fwmark)
+            except OSError as e:
+                self.log.error(f"UAPI set: failed to set fwmark: {e.strerror}")
+                return f"errno={EADDRINUSE}\n\n"
+        assert self._loop is not None
+        actions = apply_set(self.device, req, self._loop.time(), time.time())
+        self.device.listen_port = self.bind.port
+        if actions:
+            self._carry_out(actions)
+        self._rearm()
+        return "errno=0\n\n"

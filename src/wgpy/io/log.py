@@ -1,0 +1,49 @@
+"""Logging in wireguard-go's format and levels (``LOG_LEVEL=verbose|error|silent``).
+
+Lines look like ``DEBUG: (wg0) 2026/11/22 10:00:00 message`` and go to
+stderr.  No secret is ever passed to a logger.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+SILENT = 0
+ERROR = 1
+VERBOSE = 2
+
+_LEVELS = {"silent": SILENT, "error": ERROR, "verbose": VERBOSE, "debug": VERBOSE}
+
+
+def parse_level(text: str | None) -> int:
+    """The level named by LOG_LEVEL; unset or unknown means error (wireguard-go's default)."""
+    return _LEVELS.get((text or "").strip().lower(), ERROR)
+
+
+class Logger:
+    def __init__(self, interface: str, level: int, stream: TextIO | None = None) -> None:
+        self.interface = interface
+        self.level = level
+        self.stream = stream if stream is not None else sys.stderr
+
+    @property
+    def verbose_enabled(self) -> bool:
+        return self.level >= VERBOSE
+
+    def _emit(self, tag: str, message: str) -> None:
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S")
+        try:
+            self.stream.write(f"{tag}: ({self.interface}) {stamp} {message}\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed stderr must not take the device down
+
+    def verbose(self, message: str) -> None:
+        if self.level >= VERBOSE:
+            self._emit("DEBUG", message)
+
+    def error(self, message: str) -> None:
+        if self.level >= ERROR:
+            self._emit("ERROR", message)

@@ -1,0 +1,31 @@
+"""The sans-IO WireGuard protocol core.
+
+Nothing in this package opens a socket, reads a clock or draws randomness:
+time arrives as ``now`` (monotonic seconds) and ``wall`` (Unix seconds), and
+randomness through an ``rng(n) -> bytes`` callable given to the ``Device``.
+Inputs are bytes; outputs are lists of actions (``events``) for the I/O layer.
+"""
+
+from wgpy.protocol.device import Device, DeviceStats
+from wgpy.protocol.errors import ConfigError, DropReason
+from wgpy.protocol.events import (
+    Action,
+    HandshakeKeys,
+    LogEvent,
+    SendDatagram,
+    WriteTun,
+)
+from wgpy.protocol.peer import Peer
+
+__all__ = [
+    "Action",
+    "ConfigError",
+    "Device",
+    "DeviceStats",
+    "DropReason",
+    "HandshakeKeys",
+    "LogEvent",
+    "Peer",
+    "SendDatagram",
+    "WriteTun",
+]

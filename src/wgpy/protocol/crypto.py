@@ -1,0 +1,140 @@
+"""WireGuard's primitives as thin wrappers over ``cryptography`` and PyNaCl.
+
+No cipher is implemented here: ChaCha20-Poly1305 and X25519 come from
+``cryptography`` (OpenSSL), BLAKE2s from ``hashlib``, XChaCha20-Poly1305
+(cookie replies only) from libsodium through PyNaCl.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from nacl import bindings as _sodium
+from nacl.exceptions import CryptoError
+
+from wgpy.protocol.constants import KEY_LEN
+
+_NONCE = struct.Struct("<4xQ")
+ZERO_KEY = bytes(KEY_LEN)
+
+__all__ = [
+    "InvalidTag",
+    "aead_decrypt",
+    "aead_encrypt",
+    "clamp",
+    "dh",
+    "hash_",
+    "hmac_",
+    "is_zero",
+    "kdf1",
+    "kdf2",
+    "kdf3",
+    "mac",
+    "public_key",
+    "xaead_decrypt",
+    "xaead_encrypt",
+]
+
+
+def hash_(*parts: bytes) -> bytes:
+    """HASH(a ‖ b ‖ …): BLAKE2s-256."""
+    h = hashlib.blake2s()
+    for p in parts:
+        h.update(p)
+    return h.digest()
+
+
+def mac(key: bytes, data: bytes) -> bytes:
+    """MAC(key, data): keyed BLAKE2s with a 16-byte digest."""
+    return hashlib.blake2s(data, digest_size=16, key=key).digest()
+
+
+def hmac_(key: bytes, data: bytes) -> bytes:
+    """HMAC-BLAKE2s (RFC 2104, block size 64)."""
+    return hmac.new(key, data, hashlib.blake2s).digest()
+
+
+def kdf1(key: bytes, data: bytes) -> bytes:
+    t0 = hmac_(key, data)
+    return hmac_(t0, b"\x01")
+
+
+def kdf2(key: bytes, data: bytes) -> tuple[bytes, bytes]:
+    t0 = hmac_(key, data)
+    t1 = hmac_(t0, b"\x01")
+    t2 = hmac_(t0, t1 + b"\x02")
+    return t1, t2
+
+
+def kdf3(key: bytes, data: bytes) -> tuple[bytes, bytes, bytes]:
+    t0 = hmac_(key, data)
+    t1 = hmac_(t0, b"\x01")
+    t2 = hmac_(t0, t1 + b"\x02")
+    t3 = hmac_(t0, t2 + b"\x03")
+    return t1, t2, t3
+
+
+def nonce(counter: int) -> bytes:
+    return _NONCE.pack(counter)
+
+
+def aead_encrypt(key: bytes, counter: int, plaintext: bytes, ad: bytes) -> bytes:
+    return ChaCha20Poly1305(key).encrypt(_NONCE.pack(counter), plaintext, ad)
+
+
+def aead_decrypt(key: bytes, counter: int, ciphertext: bytes, ad: bytes) -> bytes | None:
+    """Open, or None when the tag does not verify."""
+    try:
+        return ChaCha20Poly1305(key).decrypt(_NONCE.pack(counter), ciphertext, ad)
+    except InvalidTag:
+        return None
+
+
+def xaead_encrypt(key: bytes, nonce24: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    out: bytes = _sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce24, key)
+    return out
+
+
+def xaead_decrypt(key: bytes, nonce24: bytes, ciphertext: bytes, ad: bytes) -> bytes | None:
+    try:
+        out: bytes = _sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            ciphertext, ad, nonce24, key
+        )
+    except CryptoError:
+        return None
+    return out
+
+
+def clamp(secret: bytes) -> bytes:
+    """Clamp 32 random bytes into an X25519 private key (RFC 7748)."""
+    b = bytearray(secret)
+    b[0] &= 248
+    b[31] = (b[31] & 127) | 64
+    return bytes(b)
+
+
+def public_key(private: bytes) -> bytes:
+    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+
+def dh(private: bytes, public: bytes) -> bytes | None:
+    """X25519; None for an all-zero result (a low-order or invalid public key)."""
+    try:
+        shared = X25519PrivateKey.from_private_bytes(private).exchange(
+            X25519PublicKey.from_public_bytes(public)
+        )
+    except ValueError:
+        # OpenSSL refuses to return the all-zero output of a low-order point.
+        return None
+    if hmac.compare_digest(shared, ZERO_KEY):
+        return None
+    return shared
+
+
+def is_zero(data: bytes) -> bool:
+    return hmac.compare_digest(data, bytes(len(data)))

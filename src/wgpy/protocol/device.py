@@ -1,0 +1,477 @@
+"""The sans-IO WireGuard device: configuration, dispatch and the receive path.
+
+Theory of operation: the I/O layer feeds three inputs, each with the current
+monotonic time ``now`` and Unix time ``wall``:
+
+- ``encapsulate(packet)``: an IP packet read from the TUN;
+- ``decapsulate(datagram, source)``: a UDP datagram from the network;
+- ``tick()``: called at (or after) ``next_deadline()``;
+
+and carries out the actions each returns, in order.  Randomness comes from
+the ``rng`` given at construction.  Receive follows the kernel's receive.c:
+handshake messages are checked for mac1 (and, under load, mac2 and the
+per-source rate limit) before any DH; transport messages are authenticated
+and replay-checked before anything about the peer (endpoint, timers) changes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from wgpy.protocol import ippacket, messages, noise
+from wgpy.protocol.allowedips import AllowedIPs
+from wgpy.protocol.constants import (
+    DEFAULT_MTU,
+    HANDSHAKE_INITIATION_RATE,
+    MAX_PEERS,
+    REJECT_AFTER_MESSAGES,
+    REJECT_AFTER_TIME,
+    REKEY_TIMEOUT_JITTER_MAX,
+    UNDER_LOAD_AFTER_TIME,
+    UNDER_LOAD_THRESHOLD,
+)
+from wgpy.protocol.cookie import CookieChecker, MacState
+from wgpy.protocol.crypto import InvalidTag, nonce
+from wgpy.protocol.errors import ConfigError, DropReason
+from wgpy.protocol.events import Action, Endpoint, HandshakeKeys, LogEvent, SendDatagram, WriteTun
+from wgpy.protocol.keypair import Keypair
+from wgpy.protocol.peer import Peer
+from wgpy.protocol.ratelimiter import RateLimiter
+
+
+@dataclass
+class DeviceStats:
+    drops: Counter[DropReason] = field(default_factory=Counter)
+    handshakes_sent: int = 0
+    handshakes_received: int = 0
+    handshakes_completed: int = 0
+    cookie_replies_sent: int = 0
+    dh_responses: int = 0
+
+    def drop(self, reason: DropReason, n: int = 1) -> None:
+        self.drops[reason] += n
+
+
+@dataclass(slots=True)
+class _IndexEntry:
+    peer: Peer
+    keypair: Keypair | None  # None: the index names the peer's pending handshake
+
+
+def _source_bytes(endpoint: Endpoint) -> tuple[bytes, bytes]:
+    """(packed address, packed address ‖ port) of a UDP source, for cookies and limits."""
+    ip = ipaddress.ip_address(endpoint[0].split("%")[0]).packed
+    return ip, ip + endpoint[1].to_bytes(2, "little")
+
+
+class Device:
+    """One WireGuard interface's protocol state, without any I/O."""
+
+    def __init__(self, rng: Callable[[int], bytes], mtu: int = DEFAULT_MTU) -> None:
+        self.rng = rng
+        self.mtu = mtu
+        self.identity: noise.StaticIdentity | None = None
+        self.listen_port = 0
+        self.fwmark = 0
+        self.peers: dict[bytes, Peer] = {}
+        self.allowed_ips: AllowedIPs[Peer] = AllowedIPs()
+        self.stats = DeviceStats()
+        self.verbose = False
+        self.keylog = False
+        self._indices: dict[int, _IndexEntry] = {}
+        self._cookies = CookieChecker(rng)
+        self._limiter = RateLimiter()
+        self._heap: list[tuple[float, int, Peer]] = []
+        self._seq = 0
+        self._load_window_start = float("-inf")
+        self._load_count = 0
+        self._under_load_until = float("-inf")
+        self.force_under_load = False
+
+    # -- plumbing for peers ------------------------------------------------
+    def jitter(self) -> float:
+        return int.from_bytes(self.rng(2), "little") / 65536 * REKEY_TIMEOUT_JITTER_MAX
+
+    def schedule(self, when: float, peer: Peer) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, peer))
+
+    def allocate_index(self, peer: Peer, keypair: Keypair | None) -> int:
+        for _ in range(64):
+            index = int.from_bytes(self.rng(4), "little")
+            if index and index not in self._indices:
+                self._indices[index] = _IndexEntry(peer, keypair)
+                return index
+        raise RuntimeError("random source keeps returning used session indices")
+
+    def release_index(self, index: int) -> None:
+        self._indices.pop(index, None)
+
+    def free_handshake_index(self, peer: Peer) -> None:
+        index = peer.handshake.local_index
+        entry = self._indices.get(index)
+        if index and entry is not None and entry.keypair is None and entry.peer is peer:
+            del self._indices[index]
+
+    # -- configuration -----------------------------------------------------
+    def set_private_key(self, private: bytes | None) -> None:
+        """Set (or with None, clear) the static private key; sessions restart."""
+        if private is not None and len(private) != 32:
+            raise ConfigError("private key must be 32 bytes")
+        if private is not None and not any(private):
+            private = None
+        old = self.identity
+        if old is not None and private is not None and old.private == private:
+            return
+        self.identity = noise.StaticIdentity.from_private(private) if private else None
+        self._cookies.set_public_key(self.identity.public if self.identity else None)
+        if self.identity is not None and self.identity.public in self.peers:
+            self.remove_peer(self.identity.public)
+        for peer in self.peers.values():
+            peer.handshake.precompute(self.identity)
+            peer.expire_current_keypairs()
+
+    @property
+    def public_key(self) -> bytes | None:
+        return self.identity.public if self.identity else None
+
+    def add_peer(self, public_key: bytes) -> Peer:
+        if len(public_key) != 32:
+            raise ConfigError("public key must be 32 bytes")
+        if public_key in self.peers:
+            return self.peers[public_key]
+        if len(self.peers) >= MAX_PEERS:
+            raise ConfigError(f"too many peers (at most {MAX_PEERS})")
+        peer = Peer(self, public_key)
+        self.peers[public_key] = peer
+        return peer
+
+    def remove_peer(self, public_key: bytes) -> None:
+        peer = self.peers.pop(public_key, None)
+        if peer is None:
+            return
+        peer.removed = True
+        peer.zero_and_flush()
+        peer.timers.stop_all()
+        self.allowed_ips.remove_peer(peer)
+
+    def remove_all_peers(self) -> None:
+        for key in list(self.peers):
+            self.remove_peer(key)
+
+    def under_load(self, now: float) -> bool:
+        return self.force_under_load or now < self._under_load_until
+
+    # -- outbound ------------------------------------------------------------
+    def encapsulate(self, packet: bytes, now: float, wall: float) -> list[Action]:
+        """An IP packet from the TUN: route it to a peer and encrypt (or stage) it."""
+        out: list[Action] = []
+        dst = ippacket.destination(packet)
+        if dst is None:
+            self.stats.drop(DropReason.NOT_IP)
+            return out
+        peer = self.allowed_ips.lookup(dst[0], dst[1])
+        if peer is None:
+            self.stats.drop(DropReason.NO_ROUTE)
+            return out
+        if peer.endpoint is None:
+            self.stats.drop(DropReason.NO_ENDPOINT)
+            return out
+        if self.identity is None:
+            self.stats.drop(DropReason.NO_PRIVATE_KEY)
+            return out
+        peer.send_packet(packet, now, wall, out)
+        return out
+
+    # -- inbound -------------------------------------------------------------
+    def decapsulate(
+        self, datagram: bytes, source: Endpoint, now: float, wall: float
+    ) -> list[Action]:
+        """A UDP datagram from ``source``: the actions it causes (often none)."""
+        out: list[Action] = []
+        t = messages.message_type(datagram)
+        n = len(datagram)
+        if t == messages.MESSAGE_TRANSPORT and n >= messages.TRANSPORT_MIN_SIZE:
+            self._receive_transport(datagram, source, now, wall, out)
+        elif t == messages.MESSAGE_INITIATION and n == messages.INITIATION_SIZE:
+            self._receive_handshake(datagram, source, now, wall, out)
+        elif t == messages.MESSAGE_RESPONSE and n == messages.RESPONSE_SIZE:
+            self._receive_handshake(datagram, source, now, wall, out)
+        elif t == messages.MESSAGE_COOKIE_REPLY and n == messages.COOKIE_REPLY_SIZE:
+            self._receive_cookie_reply(messages.CookieReply.unpack(datagram), now, out)
+        else:
+            self.stats.drop(DropReason.MALFORMED)
+        return out
+
+    def _drop(self, reason: DropReason, source: Endpoint, out: list[Action]) -> None:
+        self.stats.drop(reason)
+        if self.verbose:
+            out.append(
+                LogEvent(True, f"Dropped packet from {source[0]}:{source[1]}: {reason.value}")
+            )
+
+    def _note_handshake_load(self, now: float) -> None:
+        if now - self._load_window_start >= 1.0:
+            self._load_window_start = now
+            self._load_count = 0
+        self._load_count += 1
+        if self._load_count >= UNDER_LOAD_THRESHOLD:
+            self._under_load_until = now + UNDER_LOAD_AFTER_TIME
+
+    def _receive_handshake(
+        self, data: bytes, source: Endpoint, now: float, wall: float, out: list[Action]
+    ) -> None:
+        self._note_handshake_load(now)
+        try:
+            ip, src = _source_bytes(source)
+        except ValueError:
+            self._drop(DropReason.MALFORMED, source, out)
+            return
+        state = self._cookies.check(data, src, now)
+        if state is MacState.INVALID_MAC1:
+            self._drop(DropReason.BAD_MAC1, source, out)
+            return
+        if self.under_load(now):
+            if state is not MacState.VALID_MAC1_AND_COOKIE:
+                sender = int.from_bytes(data[4:8], "little")
+                out.append(SendDatagram(source, self._cookies.make_reply(data, sender, src, now)))
+                self.stats.cookie_replies_sent += 1
+                self._drop(DropReason.BAD_MAC2, source, out)
+                return
+            if not self._limiter.allow(ip, now):
+                self._drop(DropReason.RATE_LIMITED, source, out)
+                return
+        if messages.message_type(data) == messages.MESSAGE_INITIATION:
+            self._receive_initiation(messages.Initiation.unpack(data), data, source, now, wall, out)
+        else:
+            self._receive_response(messages.Response.unpack(data), data, source, now, wall, out)
+
+    def _receive_initiation(
+        self,
+        msg: messages.Initiation,
+        data: bytes,
+        source: Endpoint,
+        now: float,
+        wall: float,
+        out: list[Action],
+    ) -> None:
+        identity = self.identity
+        if identity is None:
+            self._drop(DropReason.NO_PRIVATE_KEY, source, out)
+            return
+        opened = noise.open_initiation(identity, msg)
+        if opened is None:
+            self._drop(DropReason.HANDSHAKE_DECRYPT, source, out)
+            return
+        peer = self.peers.get(opened.remote_static)
+        if peer is None:
+            self._drop(DropReason.UNKNOWN_PEER, source, out)
+            return
+        hs = peer.handshake
+        done = noise.finish_initiation(opened, msg, hs)
+        if done is None:
+            self._drop(DropReason.HANDSHAKE_DECRYPT, source, out)
+            return
+        if not noise.timestamp_is_newer(hs, done.timestamp):
+            self._drop(DropReason.REPLAYED_TIMESTAMP, source, out)
+            return
+        if now - hs.last_initiation_consumption < HANDSHAKE_INITIATION_RATE:
+            self._drop(DropReason.INITIATION_FLOOD, source, out)
+            return
+        self.free_handshake_index(peer)
+        noise.accept_initiation(hs, done, now)
+        self.stats.handshakes_received += 1
+        peer.rx_bytes += len(data)
+        if self.verbose:
+            out.append(LogEvent(True, f"{peer.name} - Received handshake initiation"))
+        peer.timers.on_any_authenticated_packet_traversal(now)
+        peer.timers.on_any_authenticated_packet_received(now)
+        peer.endpoint = source
+        self._send_response(peer, now, out)
+
+    def _send_response(self, peer: Peer, now: float, out: list[Action]) -> None:
+        hs = peer.handshake
+        index = self.allocate_index(peer, None)
+        resp = noise.create_response(hs, index, self.rng)
+        if resp is None:
+            self.release_index(index)
+            hs.clear()
+            self.stats.drop(DropReason.LOW_ORDER_KEY)
+            return
+        data = peer.cookies.add_macs(resp.pack(), now)
+        ephemeral = hs.local_ephemeral
+        keypair = Keypair(noise.begin_session(hs), now)
+        self._indices[index] = _IndexEntry(peer, keypair)
+        self._install(peer, keypair, ephemeral, now, out)
+        self.stats.dh_responses += 1
+        peer.timers.on_any_authenticated_packet_traversal(now)
+        peer.timers.on_any_authenticated_packet_sent(now)
+        if self.verbose:
+            out.append(LogEvent(True, f"{peer.name} - Sending handshake response"))
+        assert peer.endpoint is not None  # set from the initiation's source
+        out.append(SendDatagram(peer.endpoint, data))
+        peer.tx_bytes += len(data)
+
+    def _install(
+        self, peer: Peer, keypair: Keypair, ephemeral: bytes, now: float, out: list[Action]
+    ) -> None:
+        for old in peer.keypairs.install(keypair):
+            self.release_index(old.local_index)
+        peer.timers.on_session_derived(now)
+        if self.verbose:
+            role = "initiator" if keypair.is_initiator else "responder"
+            out.append(
+                LogEvent(True, f"{peer.name} - Keypair {keypair.local_index} created ({role})")
+            )
+        if self.keylog and self.identity is not None:
+            out.append(
+                HandshakeKeys(self.identity.private, peer.public_key, ephemeral, peer.preshared_key)
+            )
+
+    def _receive_response(
+        self,
+        msg: messages.Response,
+        data: bytes,
+        source: Endpoint,
+        now: float,
+        wall: float,
+        out: list[Action],
+    ) -> None:
+        entry = self._indices.get(msg.receiver)
+        identity = self.identity
+        if entry is None or entry.keypair is not None or identity is None:
+            self._drop(DropReason.UNKNOWN_INDEX, source, out)
+            return
+        peer = entry.peer
+        hs = peer.handshake
+        if not noise.consume_response(identity, hs, msg):
+            self._drop(DropReason.UNEXPECTED_RESPONSE, source, out)
+            return
+        self.stats.handshakes_received += 1
+        peer.rx_bytes += len(data)
+        if self.verbose:
+            out.append(LogEvent(True, f"{peer.name} - Received handshake response"))
+        peer.timers.on_any_authenticated_packet_traversal(now)
+        peer.timers.on_any_authenticated_packet_received(now)
+        peer.endpoint = source
+        ephemeral = hs.local_ephemeral
+        keypair = Keypair(noise.begin_session(hs), now)
+        entry.keypair = keypair
+        self._install(peer, keypair, ephemeral, now, out)
+        self._handshake_complete(peer, now, wall)
+        peer.send_keepalive(now, wall, out)
+
+    def _handshake_complete(self, peer: Peer, now: float, wall: float) -> None:
+        peer.timers.on_handshake_complete(now)
+        peer.last_handshake_wall = wall
+        self.stats.handshakes_completed += 1
+
+    def _receive_cookie_reply(
+        self, reply: messages.CookieReply, now: float, out: list[Action]
+    ) -> None:
+        entry = self._indices.get(reply.receiver)
+        if entry is None:
+            self.stats.drop(DropReason.UNKNOWN_INDEX)
+            return
+        if not entry.peer.cookies.consume_reply(reply, now):
+            self.stats.drop(DropReason.BAD_COOKIE)
+            return
+        if self.verbose:
+            out.append(LogEvent(True, f"{entry.peer.name} - Received cookie reply"))
+
+    def _receive_transport(
+        self, data: bytes, source: Endpoint, now: float, wall: float, out: list[Action]
+    ) -> None:
+        receiver, counter = messages.unpack_transport(data)
+        entry = self._indices.get(receiver)
+        if entry is None or entry.keypair is None:
+            self._drop(DropReason.UNKNOWN_INDEX, source, out)
+            return
+        kp = entry.keypair
+        if now - kp.created >= REJECT_AFTER_TIME or counter >= REJECT_AFTER_MESSAGES:
+            self._drop(DropReason.KEY_EXPIRED, source, out)
+            return
+        if not kp.replay.check(counter):
+            self._drop(DropReason.REPLAY, source, out)
+            return
+        try:
+            plain = kp.receive.decrypt(
+                nonce(counter), messages.transport_ciphertext(data), None
+            )
+        except InvalidTag:
+            self._drop(DropReason.DECRYPT, source, out)
+            return
+        if not kp.replay.update(counter):
+            self._drop(DropReason.REPLAY, source, out)
+            return
+        # Authenticated from here on.
+        peer = entry.peer
+        peer.endpoint = source
+        peer.rx_bytes += len(data)
+        if kp is peer.keypairs.next:
+            retired = peer.keypairs.confirm(kp)
+            if retired is not None:
+                self.release_index(retired.local_index)
+            self._handshake_complete(peer, now, wall)
+            peer.send_staged(now, wall, out)
+        peer.keep_key_fresh_receiving(now, wall, out)
+        peer.timers.on_any_authenticated_packet_traversal(now)
+        peer.timers.on_any_authenticated_packet_received(now)
+        if not plain:
+            if self.verbose:
+                out.append(LogEvent(True, f"{peer.name} - Receiving keepalive packet"))
+            return
+        peer.timers.on_data_received(now)
+        info = ippacket.source_and_length(plain)
+        if info is None:
+            self._drop(DropReason.NOT_IP, source, out)
+            return
+        bits, src, length = info
+        if length > len(plain) or length < (20 if bits == 32 else 40):
+            self._drop(DropReason.BAD_INNER_LENGTH, source, out)
+            return
+        if self.allowed_ips.lookup(bits, src) is not peer:
+            self._drop(DropReason.DISALLOWED_SOURCE, source, out)
+            return
+        out.append(WriteTun(plain[:length] if length < len(plain) else plain))
+
+    # -- timers --------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        """When ``tick`` should next be called (it may be early; never late)."""
+        heap = self._heap
+        while heap and heap[0][2].removed:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def tick(self, now: float, wall: float) -> list[Action]:
+        """Run the timers that are due."""
+        out: list[Action] = []
+        heap = self._heap
+        due: dict[int, Peer] = {}
+        while heap and heap[0][0] <= now:
+            _, _, peer = heapq.heappop(heap)
+            if not peer.removed:
+                due[id(peer)] = peer
+        for peer in due.values():
+            peer.scheduled = float("inf")
+            for kind in peer.timers.due(now):
+                peer.on_timer(kind, now, wall, out)
+            nd = peer.timers.next_deadline()
+            if nd is not None and not peer.removed:
+                peer.scheduled = float("inf")
+                peer._schedule(nd)
+        return out
+
+    def send_keepalive(self, peer: Peer, now: float, wall: float) -> list[Action]:
+        out: list[Action] = []
+        peer.send_keepalive(now, wall, out)
+        return out
+
+    def send_staged(self, peer: Peer, now: float, wall: float) -> list[Action]:
+        out: list[Action] = []
+        peer.send_staged(now, wall, out)
+        return out

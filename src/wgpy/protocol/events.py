@@ -1,0 +1,46 @@
+"""Actions the core returns for the I/O layer to carry out, in order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Endpoint = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class SendDatagram:
+    """Send ``data`` over UDP to ``endpoint``."""
+
+    endpoint: Endpoint
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WriteTun:
+    """Deliver a decrypted inner IP packet to the TUN interface."""
+
+    packet: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """Something worth logging.  ``verbose`` messages are debug detail; none holds a secret."""
+
+    verbose: bool
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeKeys:
+    """Secrets of a completed handshake, for a Wireshark key log (only when asked for)."""
+
+    local_static_private: bytes
+    remote_static_public: bytes
+    local_ephemeral_private: bytes
+    preshared_key: bytes
+
+    def __repr__(self) -> str:
+        return "HandshakeKeys(<redacted>)"
+
+
+Action = SendDatagram | WriteTun | LogEvent | HandshakeKeys

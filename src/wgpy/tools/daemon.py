@@ -1,0 +1,148 @@
+"""``wgpyd``: the userspace WireGuard device, with wireguard-go's contract."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+
+from wgpy import __version__
+from wgpy.control.uapi import socket_path
+from wgpy.io.driver import Driver
+from wgpy.io.keylog import KeyLog
+from wgpy.io.log import SILENT, Logger, parse_level
+from wgpy.io.tun import Tun, TunError, interface_exists, validate_name
+from wgpy.io.uapi_server import UapiInUse, listen
+from wgpy.io.udp import UdpBind
+from wgpy.protocol import Device
+from wgpy.protocol.constants import DEFAULT_MTU
+
+DESCRIPTION = """\
+Create the WireGuard interface INTERFACE as a TUN device and run the
+WireGuard protocol for it in userspace, as wireguard-go does.  The device
+starts with no key and no peers; configure it with wg(8) or `wgpy set`,
+which talk to it over the UAPI socket /var/run/wireguard/INTERFACE.sock,
+and give it addresses and routes with ip(8) -- or let wg-quick(8) do all of
+it:  WG_QUICK_USERSPACE_IMPLEMENTATION=wgpyd wg-quick up wg0
+
+Unless -f is given, wgpyd returns once the interface and the socket exist
+and goes on in the background.  It exits, removing both, on SIGINT or
+SIGTERM, when the socket is deleted, or when the interface is deleted."""
+
+EPILOG = """\
+environment:
+  LOG_LEVEL=verbose|error|silent   what to log to stderr (default: error).
+                                   verbose logs handshakes, keypairs,
+                                   keepalives and dropped packets; secrets
+                                   are never logged.  In the background,
+                                   stderr is kept only when LOG_LEVEL is set.
+  WGPY_KEYLOG=FILE                 as --keylog.
+
+exit status:
+  0 on a clean shutdown, 1 when the device cannot be created (not root,
+  the interface or its socket already exists, bad arguments)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="wgpyd",
+        usage="wgpyd [-f/--foreground] [--keylog FILE] INTERFACE",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("interface", metavar="INTERFACE", help="interface name (1-15 characters)")
+    p.add_argument(
+        "-f", "--foreground", action="store_true", help="stay in the foreground (do not fork)"
+    )
+    p.add_argument(
+        "--keylog",
+        metavar="FILE",
+        default=os.environ.get("WGPY_KEYLOG") or None,
+        help="append each handshake's keys to FILE (created 0600) in the format of "
+        "Wireshark's wg.keylog_file, so captures can be decrypted: "
+        "tshark -o wg.keylog_file:FILE. Off by default. Whoever reads FILE can "
+        "decrypt the sessions it records.",
+    )
+    p.add_argument("--mtu", type=int, default=DEFAULT_MTU, help=argparse.SUPPRESS)
+    p.add_argument("--version", action="version", version=f"wgpyd {__version__}")
+    return p
+
+
+def _daemonize(keep_stderr: bool) -> None:
+    """Fork once into a new session; the parent exits 0 (the sockets already exist)."""
+    pid = os.fork()
+    if pid:
+        os._exit(0)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    if not keep_stderr:
+        os.dup2(devnull, 2)
+    os.close(devnull)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    name: str = args.interface
+    level_text = os.environ.get("LOG_LEVEL")
+    logger = Logger(name, parse_level(level_text))
+
+    def fail(message: str) -> int:
+        print(f"wgpyd: {message}", file=sys.stderr)
+        return 1
+
+    try:
+        validate_name(name)
+    except TunError as e:
+        return fail(str(e))
+    if os.geteuid() != 0:
+        return fail("must be run as root (it creates a TUN interface)")
+    path = socket_path(name)
+    if interface_exists(name):
+        return fail(f"interface {name} already exists")
+    keylog = None
+    if args.keylog:
+        try:
+            keylog = KeyLog(args.keylog)
+        except OSError as e:
+            return fail(f"cannot open key log {args.keylog}: {e.strerror}")
+    try:
+        uapi_sock = listen(name)
+    except UapiInUse:
+        return fail(f"interface {name} is already served by another process ({path})")
+    except OSError as e:
+        return fail(f"cannot create UAPI socket {path}: {e.strerror}")
+    try:
+        tun = Tun.create(name, args.mtu)
+    except TunError as e:
+        uapi_sock.close()
+        path.unlink(missing_ok=True)
+        return fail(str(e))
+    try:
+        bind = UdpBind.open(0)
+    except OSError as e:
+        tun.close()
+        uapi_sock.close()
+        path.unlink(missing_ok=True)
+        return fail(f"cannot open UDP socket: {e.strerror}")
+
+    logger.verbose("Starting wgpyd version " + __version__)
+    if not args.foreground:
+        _daemonize(keep_stderr=bool(level_text) and logger.level != SILENT)
+    device = Device(secrets.token_bytes)
+    device.mtu = args.mtu
+    driver = Driver(device, tun, bind, uapi_sock, path, logger, keylog)
+    try:
+        asyncio.run(driver.run())
+    except KeyboardInterrupt:
+        pass
+    logger.verbose("Shutting down")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
