@@ -29,12 +29,13 @@ class UapiInUse(OSError):
 
 def listen(interface: str, directory: Path = SOCKET_DIR) -> socket.socket:
     """Create and bind the listening socket for ``interface``."""
-    if not directory.exists():
-        old = os.umask(0o077)
-        try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        finally:
-            os.umask(old)
+    old = os.umask(0o077)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    finally:
+        os.umask(old)
+    # Only root may reach a device's configuration (wireguard-go leaves 0755).
+    os.chmod(directory, 0o700)
     path = socket_path(interface, directory)
     if path.exists():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
