@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,6 +62,7 @@ class Wire:
     src: Endpoint
     dst: Endpoint
     data: bytes
+    time: float = 0.0  # the fake clock when it was sent
 
 
 class MemNet:
@@ -74,7 +76,10 @@ class MemNet:
         self._seed = seed
 
     def node(self, name: str, endpoint: Endpoint, seed: int | None = None) -> Node:
-        rng = seeded_rng(seed if seed is not None else hash((self._seed, name)) & 0xFFFF)
+        # zlib.crc32, not hash(): str hashes change per process (PYTHONHASHSEED).
+        if seed is None:
+            seed = zlib.crc32(f"{self._seed}:{name}".encode())
+        rng = seeded_rng(seed)
         dev = Device(rng)
         dev.verbose = True
         dev.keylog = True
@@ -102,7 +107,7 @@ class MemNet:
     def handle(self, node: Node, actions: list[Action]) -> None:
         for act in actions:
             if isinstance(act, SendDatagram):
-                w = Wire(node.endpoint, act.endpoint, act.data)
+                w = Wire(node.endpoint, act.endpoint, act.data, self.now)
                 self.sent.append(w)
                 self.in_flight.append(w)
             elif isinstance(act, WriteTun):
@@ -149,3 +154,36 @@ class MemNet:
             if dt == 0:
                 self.now += 1e-6
                 self.wall += 1e-6
+
+
+# Addresses used by ``pair()``: outer UDP endpoints and the inner (tunnel) addresses.
+A_EP: Endpoint = ("10.0.0.1", 51820)
+B_EP: Endpoint = ("10.0.0.2", 51821)
+A_IP4, B_IP4 = "10.9.0.1", "10.9.0.2"
+A_IP6, B_IP6 = "fd00:9::1", "fd00:9::2"
+
+
+def pair(seed: int = 1, psk: bytes | None = None, endpoints: bool = True
+         ) -> tuple[MemNet, Node, Node]:
+    """Two linked devices: a owns 10.9.0.1/32 and fd00:9::1/128, b the ...2 addresses."""
+    net = MemNet(seed)
+    a = net.node("a", A_EP)
+    b = net.node("b", B_EP)
+    net.link(a, b, [f"{A_IP4}/32", f"{A_IP6}/128"], [f"{B_IP4}/32", f"{B_IP6}/128"],
+             psk=psk, endpoints=endpoints)
+    return net, a, b
+
+
+def kind(data: bytes) -> int:
+    """The message type of a datagram (0 if invalid)."""
+    t = int.from_bytes(data[:4], "little") if len(data) >= 4 else 0
+    return t if 1 <= t <= 4 else 0
+
+
+def wires(net: MemNet, src: Node | None = None, msg_type: int | None = None) -> list[Wire]:
+    """Datagrams sent so far, optionally only from ``src`` and of one message type."""
+    return [
+        w for w in net.sent
+        if (src is None or w.src == src.endpoint)
+        and (msg_type is None or kind(w.data) == msg_type)
+    ]
