@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m ruff check src tests bench
+python3 -m ruff check .
 python3 -m mypy
 python3 -m pytest -q "$@"

@@ -110,7 +110,8 @@ class Driver:
             self.keylog.close()
 
     async def _watch_socket(self) -> None:
-        # wireguard-go exits when its UAPI socket is removed; so do we.
+        # wireguard-go exits when its UAPI socket is removed; so do we.  The
+        # same slow loop keeps the core's MTU in step with the interface.
         while True:
             await asyncio.sleep(SOCKET_CHECK_INTERVAL)
             try:
@@ -120,6 +121,11 @@ class Driver:
             if ino != self._uapi_ino:
                 self.stop("UAPI socket removed")
                 return
+            # Padding must follow the interface MTU that ip/wg-quick may change.
+            try:
+                self.device.mtu = self.tun.mtu()
+            except OSError:
+                pass
 
     def _watch_bind(self) -> None:
         assert self._loop is not None
