@@ -46,6 +46,7 @@ def test_socket_permissions_and_refusing_a_second_instance(lab: Lab) -> None:
     assert stat.S_IMODE(sock.stat().st_mode) == 0o600
     assert stat.S_ISSOCK(sock.stat().st_mode)
     assert stat.S_IMODE(RUN.stat().st_mode) == 0o700
+    assert "mtu 1420" in lab.run(ns, f"ip link show {node.ifname}").stdout
     p = lab.run(ns, [*wgpyd_argv(), "-f", node.ifname], check=False, timeout=20)
     assert p.returncode == 1
     assert "already" in p.stderr and node.ifname in p.stderr
