@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,21 +8,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from lab import Lab, have_root_netns  # noqa: E402
+from lab import IN_CI, Lab, require  # noqa: E402
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def require(*tools: str) -> None:
-    """Skip locally when a tool or root is missing; under CI=true, fail instead."""
-    ok, why = have_root_netns()
-    missing = [t for t in tools if shutil.which(t) is None]
-    if ok and not missing:
-        return
-    reason = why or f"needs {', '.join(missing)}"
-    if IN_CI:
-        pytest.fail(f"CI=true but the lab cannot run: {reason}")
-    pytest.skip(reason)
+__all__ = ["IN_CI", "Lab", "require"]
 
 
 @pytest.fixture

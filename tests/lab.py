@@ -171,6 +171,23 @@ class Lab:
                 pass
 
 
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(*tools: str) -> None:
+    """Skip locally when root or a tool is missing; under CI=true, fail instead."""
+    import pytest
+
+    ok, why = have_root_netns()
+    missing = [t for t in tools if shutil.which(t) is None]
+    if ok and not missing:
+        return
+    reason = why or f"needs {', '.join(missing)}"
+    if IN_CI:
+        pytest.fail(f"CI=true but the lab cannot run: {reason}")
+    pytest.skip(reason)
+
+
 def have_root_netns() -> tuple[bool, str]:
     """Whether this process can build namespace labs, and if not why."""
     if os.geteuid() != 0:

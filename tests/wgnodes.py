@@ -20,7 +20,8 @@ def wgpyd_argv() -> list[str]:
 
 
 def genkey() -> str:
-    return subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True).stdout.strip()
+    p = subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True)
+    return p.stdout.strip()
 
 
 def pubkey(private: str) -> str:

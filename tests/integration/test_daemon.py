@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import require
-from lab import Lab
+
+from lab import Lab, require
 from wgnodes import connect, ping, start, two_hosts, wgpyd_argv
 
 pytestmark = pytest.mark.netns
@@ -116,7 +116,8 @@ def test_uapi_contract(lab: Lab) -> None:
     assert uapi(ifn, bad) == b"errno=-22\n\n"
     assert uapi(ifn, b"get=1\n\n") == before
     for line in ("listen_port=70000", "private_key=zz", "bogus_key=1", "fwmark=-1",
-                 f"public_key={peer}\nendpoint=nonsense", f"public_key={peer}\nallowed_ip=1.2.3.4/33",
+                 f"public_key={peer}\nendpoint=nonsense",
+                 f"public_key={peer}\nallowed_ip=1.2.3.4/33",
                  f"public_key={peer}\nprotocol_version=2", "replace_peers=false"):
         assert uapi(ifn, f"set=1\n{line}\n\n".encode()) == b"errno=-22\n\n", line
     assert uapi(ifn, b"get=1\n\n") == before

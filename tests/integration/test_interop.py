@@ -12,8 +12,8 @@ import re
 import time
 
 import pytest
-from conftest import require
-from lab import Lab
+
+from lab import Lab, require
 from wgnodes import WgNode, connect, ping, start, two_hosts
 
 pytestmark = pytest.mark.netns
