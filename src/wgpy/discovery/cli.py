@@ -1,0 +1,366 @@
+"""``wgpy registry`` and ``wgpy discover``: argument parsing and process setup."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from wgpy.control.uapi import UapiClient, UapiError, UapiProtocolError
+from wgpy.discovery.client import Discoverer, DiscoverOptions, RegistryUnreachable
+from wgpy.discovery.records import IPAddress, Names
+from wgpy.discovery.registry import DEFAULT_LEASE, DEFAULT_TTL, Registry
+from wgpy.discovery.server import RegistryServer, SelfConfig, run
+
+REGISTRY_DESCRIPTION = """\
+Serve the peers of a WireGuard device as DNS-SD records, so that peers behind
+NAT can find each other's public mapping and connect directly.
+
+The registry is an authoritative DNS server (UDP and TCP) for ZONE.  It reads
+the live peer table of INTERFACE over the UAPI socket
+(/var/run/wireguard/INTERFACE.sock, served by wgpyd or wireguard-go) and
+answers with the endpoint each peer was last seen at, which for a peer behind
+NAT is its NAT mapping.  Peers keep a tunnel to the registry with persistent
+keepalive; `wgpy discover` on each peer reads the records and sets endpoints.
+
+records (B32 is a public key in base32, matched case-insensitively):
+  _wireguard._udp.ZONE        PTR  B32._wireguard._udp.ZONE   (each peer with an endpoint)
+  B32._wireguard._udp.ZONE    SRV  0 0 PORT B32.ZONE          (A/AAAA in the additional section)
+  B32._wireguard._udp.ZONE    TXT  "txtvers=1" "pub=BASE64" "allowed=CIDR,..." ["nat=KIND"]
+  B32.ZONE                    A or AAAA
+  _wireguard-lan._udp.ZONE    PTR, SRV, TXT and B32.lan.ZONE A/AAAA: LAN candidates
+                              that peers publish by DNS UPDATE
+  _whoami.ZONE                TXT "addr=IP" "port=PORT": the querier's source, as seen
+  ZONE                        SOA and NS (NS host: ns1.ZONE unless --ns-name)
+
+LAN candidate updates (RFC 2136) are accepted only over UDP, only when they
+arrive on INTERFACE, and only for the key whose allowed IPs hold the update's
+source address: WireGuard's own authentication is the credential.
+"""
+
+REGISTRY_EPILOG = """\
+examples:
+  wgpy registry --interface wg0 --zone wg.example.net \\
+      --listen 203.0.113.1:53 --listen 203.0.113.1:5353 --listen 10.99.0.254:53
+  dig @10.99.0.254 _wireguard._udp.wg.example.net PTR
+
+exit status:
+  0 after SIGINT or SIGTERM, 1 if a listener cannot be bound, 2 on bad usage.
+"""
+
+DISCOVER_DESCRIPTION = """\
+Look up the endpoints of INTERFACE's peers in a wgpy (or wgsd) registry and
+set them on the device, so that two peers behind NATs connect directly.
+
+For every configured peer, discover queries B32._wireguard._udp.ZONE SRV for
+the NAT mapping the registry sees and B32._wireguard-lan._udp.ZONE SRV for the
+LAN addresses the peer published.  Candidates are tried one at a time: the
+endpoint is set (update only, when it differs), a keepalive is nudged, and the
+candidate is kept if the peer answers through it within --try-timeout.  LAN
+candidates go first when the peer shares our public address (same NAT), last
+otherwise.  A peer whose traffic is flowing is left alone.  Hole punching
+needs persistent keepalive on both peers (1 to 25 seconds).
+
+discover also publishes this host's LAN addresses (DNS UPDATE through the
+tunnel) and, given two --nat-probe listeners, reports whether our NAT is
+symmetric (a mapping per destination), in which case the published mapping
+cannot work for other peers.
+
+The peer whose allowed IPs hold the registry address is never changed.
+"""
+
+DISCOVER_EPILOG = """\
+examples:
+  wgpy discover --interface wg0 --registry 10.99.0.254 --zone wg.example.net --once
+  wgpy discover --interface wg0 --registry 10.99.0.254 --zone wg.example.net \\
+      --nat-probe 203.0.113.1:53 --nat-probe 203.0.113.1:5353 --mesh
+
+exit status:
+  0 on success (--once) or after SIGINT/SIGTERM, 1 if the device or the
+  registry cannot be used, 2 on bad usage.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _split(text: str) -> tuple[str, int | None]:
+    """``ADDR``, ``ADDR:PORT``, ``[V6]:PORT`` or ``NAME[:PORT]`` -> (ip text, port or None)."""
+    text = text.strip()
+    host, port = text, None
+    if text.startswith("["):
+        inner, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise argparse.ArgumentTypeError(f"bad address {text!r}")
+        host = inner
+        if rest:
+            port = _port(rest[1:])
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        port = _port(p)
+    try:
+        return str(ipaddress.ip_address(host)), port
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port or 53, type=socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise argparse.ArgumentTypeError(f"cannot resolve {host!r}: {e}") from e
+    return str(infos[0][4][0]), port
+
+
+def _hostport(text: str, default_port: int) -> tuple[str, int]:
+    host, port = _split(text)
+    return host, port or default_port
+
+
+def _port(text: str) -> int:
+    try:
+        p = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad port {text!r}") from None
+    if not 0 < p < 65536:
+        raise argparse.ArgumentTypeError(f"port {p} out of range")
+    return p
+
+
+def _listen(text: str) -> tuple[IPAddress, int]:
+    host, port = _hostport(text, 53)
+    return ipaddress.ip_address(host), port
+
+
+def _dest53(text: str) -> tuple[str, int]:
+    return _hostport(text, 53)
+
+
+def _ip(text: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+
+
+def _cidr(text: str) -> str:
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a CIDR prefix: {text!r}") from None
+
+
+def _zone(text: str) -> Names:
+    try:
+        return Names.for_zone(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < v < 86400 * 365:
+        raise argparse.ArgumentTypeError(f"{text} is out of range")
+    return v
+
+
+def _ttl(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= v <= 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"{v} is out of range")
+    return v
+
+
+def _keepalive(text: str) -> int:
+    v = _ttl(text)
+    if not 0 < v <= 65535:
+        raise argparse.ArgumentTypeError("keepalive must be 1 to 65535 seconds")
+    return v
+
+
+def _logging(verbose: int, quiet: bool, name: str) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format=f"{name}: %(levelname)s: %(message)s")
+
+
+def registry_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="wgpy registry",
+        usage="wgpy registry --interface IF --zone ZONE [--listen ADDR[:PORT]]... [options]",
+        description=REGISTRY_DESCRIPTION,
+        epilog=REGISTRY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-i", "--interface", required=True, metavar="IF",
+                   help="the WireGuard device whose peers are published")
+    p.add_argument("-z", "--zone", required=True, type=_zone, metavar="ZONE",
+                   help="the DNS zone to serve, e.g. wg.example.net")
+    p.add_argument("-l", "--listen", action="append", type=_listen, metavar="ADDR[:PORT]",
+                   help="listen for UDP and TCP queries here (repeatable; port 53 by default; "
+                        "default 0.0.0.0:53). Listen on a tunnel address to receive "
+                        "LAN candidate updates, and on two public ports for NAT type probes")
+    p.add_argument("--ttl", type=_ttl, default=DEFAULT_TTL, metavar="SECONDS",
+                   help=f"TTL of answers and of negative caching (default {DEFAULT_TTL}; "
+                        "wgsd uses 0)")
+    p.add_argument("--lease", type=_nonneg_float, default=DEFAULT_LEASE, metavar="SECONDS",
+                   help=f"how long published LAN candidates live (default {DEFAULT_LEASE:g})")
+    p.add_argument("--self", dest="self_", action="store_true",
+                   help="also publish the registry's own key and endpoint")
+    p.add_argument("--self-endpoint", type=_split, metavar="ADDR[:PORT]",
+                   help="the endpoint --self publishes (default: the address a query arrived "
+                        "on, with the device's listen port; nothing for queries via the tunnel)")
+    p.add_argument("--self-allowed", action="append", type=_cidr, default=[], metavar="CIDR",
+                   help="allowed IPs --self publishes in its TXT record (repeatable)")
+    p.add_argument("--ns-name", metavar="NAME",
+                   help="the zone's NS host (default ns1.ZONE); its A/AAAA are the specific "
+                        "--listen addresses")
+    p.add_argument("--refresh", type=_nonneg_float, default=0.5, metavar="SECONDS",
+                   help="cache the device's peer table this long (default 0.5)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="log every query")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    return p
+
+
+def registry_main(argv: Sequence[str]) -> int:
+    """``wgpy registry ARGS``: run the DNS-SD registry until SIGINT/SIGTERM."""
+    args = registry_parser().parse_args(list(argv))
+    _logging(args.verbose, args.quiet, "wgpy registry")
+    names: Names = args.zone
+    if args.ns_name:
+        try:
+            names = Names.for_zone(names.zone, args.ns_name)
+        except ValueError as e:
+            print(f"wgpy registry: error: --ns-name: {e}", file=sys.stderr)
+            return 2
+    listen: list[tuple[IPAddress, int]] = args.listen or [(ipaddress.ip_address("0.0.0.0"), 53)]
+    ns_addrs = [h for h, _ in listen if not h.is_unspecified]
+    registry = Registry(names, ttl=args.ttl, ns_addresses=ns_addrs, lease=args.lease)
+    self_cfg = None
+    if args.self_ or args.self_endpoint or args.self_allowed:
+        host = ipaddress.ip_address(args.self_endpoint[0]) if args.self_endpoint else None
+        port = args.self_endpoint[1] if args.self_endpoint else None
+        self_cfg = SelfConfig(host, port, tuple(args.self_allowed))
+    uapi = UapiClient(args.interface)
+    try:
+        uapi.get()
+    except (UapiError, UapiProtocolError, OSError) as e:
+        print(f"wgpy registry: error: cannot read {args.interface}: {e}", file=sys.stderr)
+        return 1
+    server = RegistryServer(registry, args.interface, listen, uapi, self_cfg, args.refresh)
+    return run(server)
+
+
+def discover_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="wgpy discover",
+        usage="wgpy discover --interface IF --registry ADDR[:PORT] --zone ZONE "
+              "[--once | --interval SECONDS] [options]",
+        description=DISCOVER_DESCRIPTION,
+        epilog=DISCOVER_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-i", "--interface", required=True, metavar="IF",
+                   help="the local WireGuard device whose peer endpoints are set")
+    p.add_argument("-r", "--registry", required=True, type=_dest53, metavar="ADDR[:PORT]",
+                   help="the registry's DNS listener, normally its tunnel address "
+                        "(port 53 by default)")
+    p.add_argument("-z", "--zone", required=True, type=_zone, metavar="ZONE",
+                   help="the registry's zone")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true",
+                      help="look up, set, wait for the tries to settle, print a summary and "
+                           "exit (for cron, like wgsd-client)")
+    mode.add_argument("--interval", type=_nonneg_float, default=15.0, metavar="SECONDS",
+                      help="run as a daemon, looking up again this often (default 15)")
+    p.add_argument("--mesh", action="store_true",
+                   help="also add peers the registry lists that INTERFACE does not have, "
+                        "with the allowed IPs from their TXT records (never ones that overlap "
+                        "configured peers)")
+    p.add_argument("--keepalive", type=_keepalive, default=25, metavar="SECONDS",
+                   help="persistent keepalive for peers added by --mesh (default 25)")
+    p.add_argument("--no-lan", action="store_true",
+                   help="neither publish nor use LAN candidates")
+    p.add_argument("--lan-address", action="append", type=_ip, metavar="ADDR",
+                   help="publish this LAN address (repeatable; default: every global address "
+                        "of this host outside the tunnel)")
+    p.add_argument("--nat-probe", action="append", type=_dest53, default=[],
+                   metavar="ADDR[:PORT]",
+                   help="a public registry listener to ask for our mapping; give two (two "
+                        "addresses or ports) to detect a symmetric NAT")
+    p.add_argument("--try-timeout", type=_nonneg_float, default=6.0, metavar="SECONDS",
+                   help="how long to wait for a reply through a candidate (default 6)")
+    p.add_argument("--timeout", type=_nonneg_float, default=2.0, metavar="SECONDS",
+                   help="DNS query timeout (default 2)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="log more")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    return p
+
+
+def discover_main(argv: Sequence[str]) -> int:
+    """``wgpy discover ARGS``: set peer endpoints from the registry, once or as a daemon."""
+    args = discover_parser().parse_args(list(argv))
+    _logging(args.verbose, args.quiet, "wgpy discover")
+    opts = DiscoverOptions(
+        interface=args.interface,
+        registry=args.registry,
+        names=args.zone,
+        mesh=args.mesh,
+        keepalive=args.keepalive,
+        use_lan=not args.no_lan,
+        publish_lan=not args.no_lan,
+        lan_addresses=args.lan_address,
+        nat_probes=args.nat_probe,
+        dns_timeout=args.timeout,
+        try_timeout=args.try_timeout,
+        interval=args.interval,
+    )
+    disc = Discoverer(opts, out=sys.stdout if args.once else None)
+    try:
+        if args.once:
+            rc = disc.run_once()
+            for line in disc.summary():
+                print(line)
+            return rc
+        stop = threading.Event()
+
+        def _stop(_sig: int, _frame: FrameType | None) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        return disc.run_forever(stop)
+    except (UapiError, UapiProtocolError) as e:
+        print(f"wgpy discover: error: {args.interface}: {e}", file=sys.stderr)
+        return 1
+    except RegistryUnreachable as e:
+        print(f"wgpy discover: error: {e}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python3 -m wgpy.discovery.cli {registry|discover} ...`` until the wgpy CLI lands."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"registry": registry_main, "discover": discover_main}
+    if not argv or argv[0] not in commands:
+        print("usage: python3 -m wgpy.discovery.cli {registry|discover} [--help | ARGS]",
+              file=sys.stderr)
+        return 2
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

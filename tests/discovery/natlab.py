@@ -1,0 +1,237 @@
+"""A NAT lab for the discovery tests, built on ``tests/lab.py``.
+
+Topology (all addresses private, inside the lab's namespaces)::
+
+    reg 10.200.0.2 ── inet ── 10.201.0.2 natA ── 192.168.1.0/24 ── peers
+                        └──── 10.202.0.2 natB ── 192.168.1.0/24 ── peers
+
+``inet`` routes between the "public" links; each NAT router masquerades
+its LAN behind its public address and drops unsolicited inbound traffic
+(see shared/spec/nat-lab.md).  Both LANs use 192.168.1.0/24 on purpose, as
+home networks do.  The overlay is 10.99.0.0/24 with the registry at .254.
+
+The device is ``wireguard-go`` unless ``WGPY_TEST_DEVICE`` names another
+binary with the same command line and UAPI contract (``wgpyd``).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from lab import Lab, have_root_netns
+
+DEVICE = os.environ.get("WGPY_TEST_DEVICE", "wireguard-go")
+ZONE = "wg.test"
+REG_PUBLIC = "10.200.0.2"
+REG_TUNNEL = "10.99.0.254"
+WG_PORT = 51820
+CLI = [sys.executable, "-m", "wgpy.discovery.cli"]
+
+
+def require(*tools: str) -> None:
+    """As tests/conftest.py's ``require`` (skip locally, fail under CI=true).
+
+    Kept here because ``import conftest`` is ambiguous once several test
+    directories have a conftest.py.
+    """
+    ok, why = have_root_netns()
+    missing = [t for t in tools if shutil.which(t) is None]
+    if ok and not missing:
+        return
+    reason = why or f"needs {', '.join(missing)}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but the lab cannot run: {reason}")
+    pytest.skip(reason)
+
+
+@dataclass
+class Host:
+    ns: str
+    ifname: str
+    private: str
+    public: str
+    tunnel: str
+    lan: str = ""
+
+
+@dataclass
+class NatLab:
+    lab: Lab
+    inet: str = ""
+    reg: Host | None = None
+    nats: dict[str, str] = field(default_factory=dict)  # name -> namespace
+    nat_public: dict[str, str] = field(default_factory=dict)
+    lans: dict[str, str] = field(default_factory=dict)  # nat name -> bridge namespace
+    peers: dict[str, Host] = field(default_factory=dict)
+    _lan_n: dict[str, int] = field(default_factory=dict)
+
+    def run(self, ns: str, cmd: str, check: bool = True) -> str:
+        return self.lab.run(ns, cmd, check=check).stdout
+
+    # -- building -------------------------------------------------------------
+
+    def build_internet(self) -> None:
+        self.inet = self.lab.netns("inet")
+        self.run(self.inet, "sysctl -qw net.ipv4.ip_forward=1")
+
+    def start_device(self, ns: str, tunnel: str, prefix: int = 24) -> Host:
+        ifname = self.lab.wg_name()
+        self.lab.popen(ns, [DEVICE, "-f", ifname], env={"WG_PROCESS_FOREGROUND": "1"},
+                       log=f"{ifname}.log")
+        self.lab.wait_socket(ifname)
+        private = self.run(ns, "wg genkey").strip()
+        public = self.run(ns, f"echo {private} | wg pubkey").strip()
+        keyfile = self.lab.workdir / f"{ifname}.key"
+        keyfile.write_text(private + "\n")
+        self.run(ns, f"wg set {ifname} private-key {keyfile} listen-port {WG_PORT}")
+        self.run(ns, f"ip addr add {tunnel}/{prefix} dev {ifname} && ip link set {ifname} up")
+        return Host(ns, ifname, private, public, tunnel)
+
+    def build_registry(self) -> Host:
+        ns = self.lab.netns("reg")
+        self.lab.veth(self.inet, ns, "reg0", "eth0")
+        self.run(self.inet, "ip addr add 10.200.0.1/24 dev reg0")
+        self.run(ns, f"ip addr add {REG_PUBLIC}/24 dev eth0 && ip route add default via 10.200.0.1")
+        self.reg = self.start_device(ns, REG_TUNNEL)
+        return self.reg
+
+    def build_nat(self, name: str, index: int, random_fully: bool = False) -> str:
+        """A NAT router ``name`` with public 10.20<index>.0.2 and LAN bridge 192.168.1.1/24."""
+        ns = self.lab.netns(f"nat{name}")
+        pub = f"10.20{index}.0.2"
+        self.lab.veth(self.inet, ns, f"nat{name}0", "eth0")
+        self.run(self.inet, f"ip addr add 10.20{index}.0.1/24 dev nat{name}0")
+        rf = " --random-fully" if random_fully else ""
+        self.run(ns, " && ".join([
+            f"ip addr add {pub}/24 dev eth0",
+            f"ip route add default via 10.20{index}.0.1",
+            "ip link add br0 type bridge && ip link set br0 up",
+            "ip addr add 192.168.1.1/24 dev br0",
+            "sysctl -qw net.ipv4.ip_forward=1",
+            f"iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE{rf}",
+            "iptables -A FORWARD -i eth0 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+            "iptables -A FORWARD -i eth0 -j DROP",
+            "iptables -A INPUT -i eth0 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+            "iptables -A INPUT -i eth0 -j DROP",
+        ]))
+        self.nats[name] = ns
+        self.nat_public[name] = pub
+        self._lan_n[name] = 10
+        return ns
+
+    def build_peer(self, name: str, nat: str, tunnel: str) -> Host:
+        ns = self.lab.netns(f"peer{name}")
+        nat_ns = self.nats[nat]
+        port = f"p{name}"
+        self.lab.veth(nat_ns, ns, port, "eth0")
+        self.run(nat_ns, f"ip link set {port} master br0")
+        lan = f"192.168.1.{self._lan_n[nat]}"
+        self._lan_n[nat] += 10
+        self.run(ns, f"ip addr add {lan}/24 dev eth0 && ip route add default via 192.168.1.1")
+        host = self.start_device(ns, tunnel)
+        host.lan = lan
+        self.peers[name] = host
+        return host
+
+    # -- WireGuard configuration ----------------------------------------------------
+
+    def connect_to_registry(self, peer: Host, keepalive: int = 1) -> None:
+        assert self.reg is not None
+        self.run(self.reg.ns, f"wg set {self.reg.ifname} peer {peer.public} "
+                              f"allowed-ips {peer.tunnel}/32")
+        self.run(peer.ns, f"wg set {peer.ifname} peer {self.reg.public} allowed-ips "
+                          f"{REG_TUNNEL}/32 endpoint {REG_PUBLIC}:{WG_PORT} "
+                          f"persistent-keepalive {keepalive}")
+
+    def add_peer(self, a: Host, b: Host, keepalive: int = 1) -> None:
+        """Configure b on a: key and allowed IPs, no endpoint (discover finds it)."""
+        self.run(a.ns, f"wg set {a.ifname} peer {b.public} allowed-ips {b.tunnel}/32 "
+                       f"persistent-keepalive {keepalive}")
+
+    def wait_registry_sees(self, *peers: Host, timeout: float = 15) -> None:
+        assert self.reg is not None
+        reg = self.reg
+
+        def ok() -> bool:
+            eps = self.endpoints(reg)
+            return all(eps.get(p.public) for p in peers)
+
+        self.lab.wait_for("the registry to see every peer's endpoint", ok, timeout, 0.2)
+
+    def endpoints(self, host: Host) -> dict[str, str]:
+        out = {}
+        for line in self.run(host.ns, f"wg show {host.ifname} endpoints").splitlines():
+            key, _, ep = line.partition("\t")
+            out[key] = "" if ep == "(none)" else ep
+        return out
+
+    def transfer(self, host: Host) -> dict[str, tuple[int, int]]:
+        out = {}
+        for line in self.run(host.ns, f"wg show {host.ifname} transfer").splitlines():
+            key, rx, tx = line.split("\t")
+            out[key] = (int(rx), int(tx))
+        return out
+
+    # -- the programs under test ---------------------------------------------------
+
+    def start_registry(self, *extra: str) -> None:
+        assert self.reg is not None
+        argv = [*CLI, "registry", "--interface", self.reg.ifname, "--zone", ZONE,
+                "--listen", f"{REG_PUBLIC}:53", "--listen", f"{REG_PUBLIC}:5353",
+                "--listen", f"{REG_TUNNEL}:53", "--ttl", "1", *extra]
+        self.lab.popen(self.reg.ns, argv, log="registry.log")
+        self.lab.wait_for("the registry to listen", lambda: self.dig(
+            self.reg.ns if self.reg else "", REG_PUBLIC, f"{ZONE} SOA", check=False) != "",
+            10, 0.1)
+
+    def discover_argv(self, peer: Host, *extra: str) -> list[str]:
+        return [*CLI, "discover", "--interface", peer.ifname, "--registry", REG_TUNNEL,
+                "--zone", ZONE, "--nat-probe", f"{REG_PUBLIC}:53",
+                "--nat-probe", f"{REG_PUBLIC}:5353", "--timeout", "1",
+                *extra]
+
+    def start_discover(self, peer: Host, *extra: str) -> subprocess.Popen[bytes]:
+        argv = self.discover_argv(peer, "--interval", "2", *extra)
+        return self.lab.popen(peer.ns, argv, log=f"discover-{peer.ifname}.log")
+
+    def dig(self, ns: str, server: str, query: str, port: int = 53, check: bool = True) -> str:
+        p = self.lab.run(ns, f"dig +short +time=1 +tries=1 -p {port} @{server} {query}",
+                         check=check, timeout=10)
+        return p.stdout.strip() if p.returncode == 0 else ""
+
+    def dig_full(self, ns: str, query: str) -> str:
+        return self.run(ns, f"dig +time=1 +tries=2 @{REG_PUBLIC} {query}")
+
+    def send_update(self, ns: str, server: str, public_b64: str, lan_ip: str) -> str:
+        """Send a LAN-candidate UPDATE for ``public_b64`` from ``ns``; return the rcode text."""
+        script = (
+            "import base64, sys, dns.query, dns.rcode, ipaddress\n"
+            "from wgpy.discovery.records import Names\n"
+            "from wgpy.discovery.update import build_update\n"
+            f"key = base64.b64decode({public_b64!r})\n"
+            f"msg = build_update(Names.for_zone({ZONE!r}), key, 51820, "
+            f"[ipaddress.ip_address({lan_ip!r})], None, 30)\n"
+            f"r = dns.query.udp(msg, {server!r}, timeout=2)\n"
+            "print(dns.rcode.to_text(r.rcode()))\n"
+        )
+        return self.lab.run(ns, [sys.executable, "-c", script]).stdout.strip()
+
+    def ping(self, peer: Host, target: str, count: int = 1, timeout: int = 1) -> bool:
+        p = self.lab.run(peer.ns, f"ping -n -q -c {count} -W {timeout} {shlex.quote(target)}",
+                         check=False, timeout=count * timeout + 5)
+        return p.returncode == 0
+
+
+def wait_ping(nl: NatLab, peer: Host, target: str, timeout: float) -> float:
+    """Ping until it answers; return the seconds it took (LabError on timeout)."""
+    start = time.monotonic()
+    nl.lab.wait_for(f"{peer.ns} to ping {target}", lambda: nl.ping(peer, target), timeout, 0.1)
+    return time.monotonic() - start
