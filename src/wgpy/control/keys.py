@@ -1,0 +1,124 @@
+"""WireGuard keys: 32 bytes, base64 in text (44 characters), hex on the UAPI.
+
+The base64 decoder is strict in the way ``wg(8)`` is: exactly 43 alphabet
+characters and one ``=``, and the unused low bits of the last character must
+be zero, so every key has exactly one accepted spelling.
+
+Key objects never show their bytes in ``repr`` (secret hygiene); use
+``to_base64()`` or ``hex()`` deliberately.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import os
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+KEY_LEN = 32
+KEY_LEN_BASE64 = 44
+KEY_LEN_HEX = 64
+
+_B64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+class InvalidKey(ValueError):
+    """A key is not the correct length or format."""
+
+
+class Key:
+    """A 32-byte key with a redacted ``repr``."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        if len(raw) != KEY_LEN:
+            raise InvalidKey("Key is not the correct length or format")
+        self._raw = bytes(raw)
+
+    # -- constructors -----------------------------------------------------
+    @classmethod
+    def from_base64(cls, text: str) -> Key:
+        """Parse a base64 key exactly as ``wg`` does; raise InvalidKey otherwise."""
+        if (
+            len(text) != KEY_LEN_BASE64
+            or text[-1] != "="
+            or any(c not in _B64_ALPHABET for c in text[:-1])
+        ):
+            raise InvalidKey("Key is not the correct length or format")
+        raw = base64.b64decode(text)
+        # Reject non-canonical spellings (low bits of the last digit set).
+        if base64.b64encode(raw).decode() != text:
+            raise InvalidKey("Key is not the correct length or format")
+        return cls(raw)
+
+    @classmethod
+    def from_hex(cls, text: str) -> Key:
+        if len(text) != KEY_LEN_HEX:
+            raise InvalidKey("Key is not the correct length or format")
+        try:
+            return cls(binascii.unhexlify(text))
+        except (binascii.Error, ValueError) as e:
+            raise InvalidKey("Key is not the correct length or format") from e
+
+    @classmethod
+    def zero(cls) -> Key:
+        return cls(bytes(KEY_LEN))
+
+    # -- views ------------------------------------------------------------
+    @property
+    def raw(self) -> bytes:
+        return self._raw
+
+    def to_base64(self) -> str:
+        return base64.b64encode(self._raw).decode()
+
+    def hex(self) -> str:
+        return self._raw.hex()
+
+    def is_zero(self) -> bool:
+        return hmac.compare_digest(self._raw, bytes(KEY_LEN))
+
+    def public_key(self) -> Key:
+        """The X25519 public key for this private key (clamping is implied)."""
+        return Key(public_from_private(self._raw))
+
+    # -- comparison (constant time) ----------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Key):
+            return NotImplemented
+        return hmac.compare_digest(self._raw, other._raw)
+
+    def __hash__(self) -> int:
+        return hash(self._raw)
+
+    def __repr__(self) -> str:
+        return "Key(<redacted>)"
+
+    __str__ = __repr__
+
+
+def clamp(raw: bytes) -> bytes:
+    """Curve25519 clamping: clear bits 0-2 and 255, set bit 254."""
+    b = bytearray(raw)
+    b[0] &= 248
+    b[31] = (b[31] & 127) | 64
+    return bytes(b)
+
+
+def public_from_private(raw: bytes) -> bytes:
+    priv = X25519PrivateKey.from_private_bytes(raw)
+    return priv.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def genkey() -> Key:
+    """A new clamped private key from the OS CSPRNG."""
+    return Key(clamp(os.urandom(KEY_LEN)))
+
+
+def genpsk() -> Key:
+    """A new preshared key: 32 random bytes, not clamped."""
+    return Key(os.urandom(KEY_LEN))

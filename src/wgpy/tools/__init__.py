@@ -1,0 +1,1 @@
+"""Command-line tools: wgpy (wg and wg-quick), wgpyd."""
