@@ -10,8 +10,8 @@ its LAN behind its public address and drops unsolicited inbound traffic
 (see shared/spec/nat-lab.md).  Both LANs use 192.168.1.0/24 on purpose, as
 home networks do.  The overlay is 10.99.0.0/24 with the registry at .254.
 
-The device is ``wireguard-go`` unless ``WGPY_TEST_DEVICE`` names another
-binary with the same command line and UAPI contract (``wgpyd``).
+The device is ``wgpyd`` unless ``WGPY_TEST_DEVICE`` names another
+binary with the same command line and UAPI contract (``wireguard-go``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pytest
 
 from lab import Lab, have_root_netns
 
-DEVICE = os.environ.get("WGPY_TEST_DEVICE", "wireguard-go")
+DEVICE = os.environ.get("WGPY_TEST_DEVICE", "wgpyd")
 ZONE = "wg.test"
 REG_PUBLIC = "10.200.0.2"
 REG_TUNNEL = "10.99.0.254"

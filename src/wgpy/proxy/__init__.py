@@ -1,0 +1,7 @@
+"""An any-port transparent TCP/UDP proxy in front of the tunnel (``wgpy proxy``).
+
+Layers: pure modules (``config``, ``match``, ``limits``, ``health``'s
+``HealthBook``, ``proxyproto``, ``rules``) and a thin asyncio/socket shell
+(``tproxy``, ``splice``, ``udp``, ``server``, ``control``, ``netsetup``,
+``cli``).  See docs/proxy.md.
+"""

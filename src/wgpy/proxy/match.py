@@ -1,0 +1,100 @@
+"""Rule matching, allow/deny lists and origin choice (sans-IO).
+
+For a new connection or UDP flow the server asks, in order:
+
+1. :meth:`Router.match` — the first rule (file order) whose protocol, prefix
+   and port cover the original destination;
+2. :meth:`Router.admit` — the rule's Deny list wins, then a non-empty Allow
+   list must contain the client;
+3. :meth:`Router.candidates` — origins to try, round-robin, healthy ones
+   first.  Every address returned comes from the configuration: the only
+   thing taken from the client is the port, and only for "same port" origins.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from .config import Endpoint, IPAddress, ProxyConfig, Rule
+from .health import HealthBook, Target
+
+REFUSED_NO_RULE = "no-rule"
+REFUSED_DENY = "denied"
+REFUSED_NOT_ALLOWED = "not-allowed"
+
+
+def health_target(rule: Rule, ep: Endpoint) -> Target | None:
+    """What to probe for ``ep`` in ``rule``, or None when it is not probed."""
+    if not rule.health_check:
+        return None
+    port = ep.port if ep.port is not None else rule.health_port
+    return (str(ep.host), port) if port is not None else None
+
+
+def health_targets(cfg: ProxyConfig) -> list[Target]:
+    out: list[Target] = []
+    for r in cfg.rules:
+        if "tcp" not in r.protocols:
+            continue  # a TCP connect says nothing about a UDP-only service
+        for ep in (*r.origins, *(e for _, eps in r.table for e in eps)):
+            t = health_target(r, ep)
+            if t is not None and t not in out:
+                out.append(t)
+    return out
+
+
+class Router:
+    def __init__(self, cfg: ProxyConfig, health: HealthBook) -> None:
+        self.cfg = cfg
+        self.health = health
+        self._rr: dict[tuple[str, str], int] = {}
+        self._tables = {r.name: {str(a): eps for a, eps in r.table} for r in cfg.rules}
+
+    def match(self, protocol: str, dst: IPAddress, port: int) -> Rule | None:
+        """The first rule publishing ``dst:port`` over ``protocol``."""
+        for r in self.cfg.rules:
+            if protocol not in r.protocols:
+                continue
+            if not any(dst in p for p in r.prefixes):
+                continue
+            if any(lo <= port <= hi for lo, hi in r.ports):
+                return r
+        return None
+
+    @staticmethod
+    def admit(rule: Rule, src: IPAddress) -> str | None:
+        """``None`` if ``src`` may use ``rule``, else the refusal reason."""
+        if any(src in n for n in rule.deny):
+            return REFUSED_DENY
+        if rule.allow and not any(src in n for n in rule.allow):
+            return REFUSED_NOT_ALLOWED
+        return None
+
+    def origins_for(self, rule: Rule, dst: IPAddress) -> Sequence[Endpoint]:
+        return self._tables[rule.name].get(str(dst), rule.origins)
+
+    def candidates(self, rule: Rule, dst: IPAddress, port: int) -> list[tuple[str, int]]:
+        """Origins to try for ``dst:port``: rotated round-robin, healthy first.
+
+        Down origins stay at the end as a last resort, so a rule whose
+        origins are all marked down still tries rather than refusing.
+        """
+        eps = list(self.origins_for(rule, dst))
+        if not eps:
+            return []
+        key = (rule.name, str(dst) if str(dst) in self._tables[rule.name] else "")
+        start = self._rr.get(key, 0) % len(eps)
+        self._rr[key] = start + 1
+        rotated = eps[start:] + eps[:start]
+        up: list[tuple[str, int]] = []
+        down: list[tuple[str, int]] = []
+        for ep in rotated:
+            t = health_target(rule, ep)
+            (up if t is None or self.health.is_up(t) else down).append(ep.resolve(port))
+        return up + down
+
+
+def parse_ip(text: str) -> IPAddress:
+    """An address as the kernel reports it (strips a v6 scope id)."""
+    return ipaddress.ip_address(text.split("%", 1)[0])

@@ -1,0 +1,407 @@
+"""The proxy process: listeners, admission, origin connects, reload, status.
+
+Theory of operation
+-------------------
+One asyncio loop.  Each TCP listener is read with ``add_reader`` and
+drained with non-blocking ``accept()`` in bounded batches.  For each
+accepted socket the original destination (``getsockname()``) picks a rule;
+the Deny/Allow lists and the :class:`~wgpy.proxy.limits.Limiter` decide
+admission; a refusal is a RST (``SO_LINGER`` 0).  Admitted connections
+dial the rule's origins in round-robin order (healthy first) with the
+rule's connect timeout, and a :class:`~wgpy.proxy.splice.Pipe` carries the
+bytes, led by a PROXY header when the rule asks for one.  Every address we
+dial comes from :meth:`Router.candidates`, i.e. from the configuration.
+
+``SIGHUP`` (or ``reload`` on the control socket) parses the file again.  A
+bad file, or one that changes listener settings, is refused and nothing
+changes; otherwise new connections use the new rules while live ones keep
+the rule they were admitted under.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import resource
+import signal
+import socket
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from . import config as cfgmod
+from . import control, proxyproto
+from .config import ProxyConfig, Rule, Settings
+from .health import HealthBook, probe
+from .limits import Limiter
+from .match import REFUSED_NO_RULE, Router, health_targets, parse_ip
+from .netsetup import SetupError, apply_setup, apply_teardown, run_commands
+from .rules import sync_commands
+from .splice import Pipe
+from .stats import RuleStats, Stats
+from .tproxy import family_of, rst_close, tcp_listener, udp_listener
+from .udp import Addr, Admitted, UdpRelay
+
+log = logging.getLogger("wgpy.proxy")
+ACCEPT_BATCH = 128
+MAX_ORIGIN_TRIES = 3
+_FD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_FIXED = ("listen_port", "listen_v4", "listen_v6", "mark", "table", "rule_priority",
+          "nft_table", "control_socket")  # fmt: skip
+
+
+class _Conn:
+    """Book-keeping for one admitted TCP connection."""
+
+    def __init__(self, rule: Rule, src: Addr, stats: RuleStats) -> None:
+        self.rule = rule
+        self.src = src
+        self.stats = stats
+        self.pipe: Pipe | None = None
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+class ProxyServer:
+    def __init__(self, cfg: ProxyConfig, path: str, manage_setup: bool = False) -> None:
+        self.cfg = cfg
+        self.path = path
+        self.manage_setup = manage_setup
+        self.stats = Stats()
+        st = cfg.settings
+        self.health = HealthBook(st.health_fall, st.health_rise)
+        self.health.set_targets(health_targets(cfg))
+        self.router = Router(cfg, self.health)
+        self.limiter = Limiter(st.max_connections)
+        self.conns: set[_Conn] = set()
+        self.tasks: set[asyncio.Task[object]] = set()
+        self.tcp_listeners: dict[int, socket.socket] = {}
+        self.udp_families: set[int] = set()
+        self.started = time.time()
+        self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._udp: UdpRelay | None = None
+        self._paused: set[int] = set()
+
+    # -- lifecycle ---------------------------------------------------------
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None
+        return self._loop
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT (or :meth:`stop`)."""
+        self._loop = asyncio.get_running_loop()
+        self._udp = UdpRelay(self.loop, self._admit, self._release, self.stats.unmatched)
+        raise_fd_limit()
+        ctl: asyncio.AbstractServer | None = None
+        setup_done = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self._stop.set)
+        self.loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        try:
+            self._ensure_listeners(self.cfg)
+            ctl = await control.serve(self.cfg.settings.control_socket, self._control)
+            if self.manage_setup:
+                apply_setup(self.cfg)  # blocks the loop briefly, before serving
+                setup_done = True
+            self._spawn(self._sweeper())
+            self._spawn(self._health_loop())
+            log.info("serving %d rule(s) on port %d", len(self.cfg.rules),
+                     self.cfg.settings.listen_port)  # fmt: skip
+            await self._stop.wait()
+        finally:
+            await self._shutdown(ctl, setup_done)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _shutdown(self, ctl: asyncio.AbstractServer | None, setup_done: bool) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self.loop.remove_signal_handler(sig)
+        for fd, s in self.tcp_listeners.items():
+            self.loop.remove_reader(fd)
+            s.close()
+        self.tcp_listeners.clear()
+        if self._udp is not None:
+            self._udp.close()
+        for t in list(self.tasks):
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for c in list(self.conns):
+            if c.pipe is not None:
+                c.pipe.close("shutdown")
+        for _ in range(50):  # bounded: let closes flush
+            if not self.conns:
+                break
+            await asyncio.sleep(0.02)
+        if ctl is not None:
+            ctl.close()
+            try:
+                os.unlink(self.cfg.settings.control_socket)
+            except OSError:
+                pass
+        if setup_done:
+            try:
+                apply_teardown(self.cfg)
+            except SetupError as e:
+                log.error("teardown: %s", e)
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _ensure_listeners(self, cfg: ProxyConfig) -> None:
+        """Open the listeners ``cfg`` needs (never closes any: reloads only add)."""
+        st = cfg.settings
+        assert self._udp is not None
+        for version, host in ((4, st.listen_v4), (6, st.listen_v6)):
+            rules = [r for r in cfg.rules if any(p.version == version for p in r.prefixes)]
+            if any("tcp" in r.protocols for r in rules) and version not in self.tcp_listeners:
+                s = tcp_listener(host, st.listen_port)
+                self.tcp_listeners[version] = s
+                self.loop.add_reader(s.fileno(), self._accept_ready, s)
+            if any("udp" in r.protocols for r in rules) and version not in self.udp_families:
+                self._udp.add_listener(udp_listener(host, st.listen_port))
+                self.udp_families.add(version)
+
+    # -- admission ---------------------------------------------------------
+    def _admit(self, protocol: str, src: Addr, dst: Addr) -> Admitted | None:
+        """Match, ACL and limits; on refusal count it and return None."""
+        sip, dip = parse_ip(src[0]), parse_ip(dst[0])
+        rule = self.router.match(protocol, dip, dst[1])
+        if rule is None:
+            self.stats.unmatched.refuse(REFUSED_NO_RULE)
+            return None
+        rs = self.stats.rule(rule.name)
+        reason = self.router.admit(rule, sip) or self.limiter.acquire(
+            rule.name, str(sip), self.loop.time(), rule_max=rule.max_connections,
+            source_max=rule.max_per_source, rate=rule.rate_per_source,
+        )  # fmt: skip
+        if reason is not None:
+            rs.refuse(reason)
+            return None
+        return Admitted(rule, self.router.candidates(rule, dip, dst[1]), rs)
+
+    def _release(self, rule: str, src: str) -> None:
+        self.limiter.release(rule, str(parse_ip(src)))
+
+    # -- TCP ---------------------------------------------------------------
+    def _accept_ready(self, lsock: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, peer = lsock.accept()
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno in _FD_ERRNOS:
+                    self._pause_accept(lsock)
+                return
+            self._on_accept(sock, peer)
+
+    def _pause_accept(self, lsock: socket.socket) -> None:
+        fd = lsock.fileno()
+        if fd in self._paused:
+            return
+        log.warning("out of file descriptors: pausing accept for 100 ms")
+        self._paused.add(fd)
+        self.loop.remove_reader(fd)
+
+        def resume() -> None:
+            self._paused.discard(fd)
+            if fd in {s.fileno() for s in self.tcp_listeners.values()}:
+                self.loop.add_reader(fd, self._accept_ready, lsock)
+
+        self.loop.call_later(0.1, resume)
+
+    def _on_accept(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        sock.setblocking(False)
+        try:
+            dst = sock.getsockname()
+        except OSError:
+            sock.close()
+            return
+        src: Addr = (peer[0], peer[1])
+        adm = self._admit("tcp", src, (dst[0], dst[1]))
+        if adm is None:
+            rst_close(sock)
+            return
+        conn = _Conn(adm.rule, src, adm.stats)
+        self.conns.add(conn)
+        adm.stats.active += 1
+        self._spawn(self._connect(conn, sock, (dst[0], dst[1]), adm.candidates))
+
+    async def _dial(self, rule: Rule, stats: RuleStats,
+                    candidates: list[Addr]) -> socket.socket | None:  # fmt: skip
+        for host, port in candidates[:MAX_ORIGIN_TRIES]:
+            up = socket.socket(family_of(host), socket.SOCK_STREAM)
+            up.setblocking(False)
+            try:
+                await asyncio.wait_for(self.loop.sock_connect(up, (host, port)),
+                                       rule.connect_timeout)  # fmt: skip
+            except (OSError, TimeoutError):
+                up.close()
+                stats.origin_failures += 1
+                self.health.record((host, port), False, self.loop.time())
+                continue
+            except BaseException:
+                up.close()
+                raise
+            self.health.record((host, port), True, self.loop.time())
+            return up
+        return None
+
+    async def _connect(self, conn: _Conn, sock: socket.socket, dst: Addr,
+                       candidates: list[Addr]) -> None:  # fmt: skip
+        rule, stats = conn.rule, conn.stats
+        handed_over = False
+        try:
+            up = await self._dial(rule, stats, candidates) if candidates else None
+            if up is None:
+                stats.refuse("origin-unreachable" if candidates else "no-origin")
+                return
+            pipe = Pipe(self.cfg.settings.buffer_size, self.loop.time, stats,
+                        lambda _p: self._finish(conn), rule.idle_timeout)  # fmt: skip
+            conn.pipe = pipe
+            header = proxyproto.encode(rule.proxy_protocol, conn.src, dst, "tcp")
+            try:
+                await self.loop.create_connection(lambda: pipe.origin, sock=up)
+            except OSError:
+                up.close()
+                stats.refuse("origin-unreachable")
+                return
+            if header and pipe.origin.transport is not None:
+                pipe.origin.transport.write(header)
+            handed_over = True
+            stats.connections += 1
+            try:
+                await self.loop.connect_accepted_socket(lambda: pipe.client, sock)
+            except OSError:
+                pipe.client.lost = True  # never attached; the origin's close ends the pipe
+                sock.close()
+                pipe.origin.abort(rst=True)
+        finally:
+            if not handed_over:
+                rst_close(sock)
+                self._finish(conn)
+
+    def _finish(self, conn: _Conn) -> None:
+        if conn not in self.conns:
+            return
+        self.conns.discard(conn)
+        conn.stats.active -= 1
+        self._release(conn.rule.name, conn.src[0])
+
+    # -- periodic work -----------------------------------------------------
+    def _sweep_interval(self) -> float:
+        idle = [r.idle_timeout for r in self.cfg.rules] + [self.cfg.settings.udp_idle_timeout]
+        return max(0.05, min(1.0, min(idle) / 4))
+
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval())
+            now = self.loop.time()
+            for c in list(self.conns):
+                p = c.pipe
+                if p is not None and p.idle_for(now) > p.idle_timeout:
+                    p.close("idle")
+            if self._udp is not None:
+                self._udp.sweep(now, self.cfg.settings.udp_idle_timeout)
+
+    async def _health_loop(self) -> None:
+        while True:
+            st = self.cfg.settings
+            targets = self.health.targets()
+            if targets:
+                results = await asyncio.gather(*(probe(t, st.health_timeout) for t in targets))
+                now = self.loop.time()
+                for t, ok in zip(targets, results, strict=True):
+                    if self.health.record(t, ok, now):
+                        log.warning("origin %s:%d is %s", t[0], t[1], "up" if ok else "DOWN")
+            await asyncio.sleep(st.health_interval)
+
+    # -- reload and status -------------------------------------------------
+    def _on_sighup(self) -> None:
+        self._spawn(self.reload())
+
+    async def reload(self) -> dict[str, object]:
+        """Re-read the file; on any problem keep everything as it was."""
+        async with self._reload_lock:
+            try:
+                new = cfgmod.load(self.path)
+                self._check_fixed(self.cfg.settings, new.settings)
+                self._ensure_listeners(new)
+                if self.manage_setup:
+                    self._sync(self.cfg, new)
+            except (cfgmod.ConfigError, SetupError, OSError) as e:
+                self.stats.reload_failures += 1
+                self.stats.last_reload_error = str(e)
+                log.error("reload refused, keeping the running configuration: %s", e)
+                return {"ok": False, "error": str(e)}
+            self._swap(new)
+            self.stats.reloads += 1
+            log.info("reloaded %s: %d rule(s)", self.path, len(new.rules))
+            return {"ok": True, "rules": [r.name for r in new.rules]}
+
+    @staticmethod
+    def _check_fixed(old: Settings, new: Settings) -> None:
+        changed = [k for k in _FIXED if getattr(old, k) != getattr(new, k)]
+        if changed:
+            raise cfgmod.ConfigError(
+                "reload", 0, f"{', '.join(changed)} cannot change on reload; restart the proxy"
+            )
+
+    def _sync(self, old: ProxyConfig, new: ProxyConfig) -> None:
+        # A handful of short nft/ip commands; run inline (a worker thread made
+        # asyncio.run() hang at exit here), so the loop pauses for some ms.
+        try:
+            run_commands(sync_commands(old, new))
+        except SetupError:
+            run_commands(sync_commands(new, old))
+            raise
+
+    def _swap(self, new: ProxyConfig) -> None:
+        st = new.settings
+        self.cfg = new
+        self.health.fall, self.health.rise = st.health_fall, st.health_rise
+        self.health.set_targets(health_targets(new))
+        self.router = Router(new, self.health)
+        self.limiter.global_max = st.max_connections
+
+    def status(self) -> dict[str, object]:
+        return {
+            "pid": os.getpid(),
+            "config": self.path,
+            "uptime": round(time.time() - self.started, 1),
+            "reloads": self.stats.reloads,
+            "reload_failures": self.stats.reload_failures,
+            "last_reload_error": self.stats.last_reload_error,
+            "active": self.limiter.active(),
+            "active_tcp": len(self.conns),
+            "active_udp": len(self._udp.flows) if self._udp is not None else 0,
+            "max_connections": self.limiter.global_max,
+            "rules": {n: s.as_dict() for n, s in self.stats.rules.items()},
+            "unmatched": self.stats.unmatched.as_dict(),
+            "origins": self.health.snapshot(),
+        }
+
+    async def _control(self, request: str) -> dict[str, object]:
+        if request == "status":
+            return self.status()
+        if request == "reload":
+            return await self.reload()
+        return {"ok": False, "error": f"unknown request {request!r} (status, reload)"}
