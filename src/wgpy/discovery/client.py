@@ -264,7 +264,8 @@ class Discoverer:
             if rrset.name != n.service or rrset.rdtype != dns.rdatatype.PTR:
                 continue
             for rec in rrset:
-                assert isinstance(rec, dns.rdtypes.ANY.PTR.PTR)
+                if not isinstance(rec, dns.rdtypes.ANY.PTR.PTR):
+                    continue  # a reply of another class: not ours to trust
                 kind, key = n.classify(rec.target)
                 if kind is Kind.INSTANCE and key is not None and key not in keys:
                     keys.append(key)

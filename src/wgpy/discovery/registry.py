@@ -41,6 +41,8 @@ import dns.rdatatype
 import dns.rdtypes.ANY.NS
 import dns.rdtypes.ANY.SOA
 import dns.rdtypes.ANY.TXT
+import dns.rdtypes.IN.A
+import dns.rdtypes.IN.AAAA
 import dns.rdtypes.IN.SRV
 import dns.rrset
 import dns.update
@@ -472,7 +474,8 @@ class Registry:
             if len(recs) != 1:
                 raise UpdateRefused(dns.rcode.REFUSED, "exactly one LAN SRV record is allowed")
             rec = recs[0]
-            assert isinstance(rec, dns.rdtypes.IN.SRV.SRV)
+            if not isinstance(rec, dns.rdtypes.IN.SRV.SRV):
+                raise UpdateRefused(dns.rcode.REFUSED, "the LAN SRV record must be class IN")
             if rec.target != self.names.lan_host(key):
                 raise UpdateRefused(dns.rcode.REFUSED, "the SRV target must be the key's LAN host")
             if not 0 < rec.port < 65536:
@@ -480,7 +483,8 @@ class Registry:
             return rec.port, nat
         if kind is Kind.LAN_INSTANCE and t == dns.rdatatype.TXT:
             for rec in rrset:
-                assert isinstance(rec, dns.rdtypes.ANY.TXT.TXT)
+                if not isinstance(rec, dns.rdtypes.ANY.TXT.TXT):
+                    raise UpdateRefused(dns.rcode.REFUSED, "malformed TXT record")
                 value = records.parse_txt(rec.strings).get("nat")
                 if value is not None:
                     try:
@@ -490,6 +494,8 @@ class Registry:
             return port, nat
         if kind is Kind.LAN_HOST and t in (dns.rdatatype.A, dns.rdatatype.AAAA):
             for rec in rrset:
+                if not isinstance(rec, dns.rdtypes.IN.A.A | dns.rdtypes.IN.AAAA.AAAA):
+                    raise UpdateRefused(dns.rcode.REFUSED, "LAN addresses must be class IN")
                 ip = ipaddress.ip_address(rec.address)
                 if not _usable_candidate(ip):
                     raise UpdateRefused(dns.rcode.REFUSED, f"{ip} cannot be a LAN candidate")
