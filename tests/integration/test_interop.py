@@ -172,3 +172,18 @@ def test_wg_show_dump_fields(lab: Lab) -> None:
     assert peer[3] == "10.99.0.2/32,fd00:99::2/128"
     assert int(peer[4]) > 0 and int(peer[5]) > 0 and int(peer[6]) > 0
     assert re.fullmatch(r"off|\d+", peer[7])
+
+
+@pytest.mark.parametrize("impl_b", ["wireguard-go", "wgpyd"])
+def test_ipv6_outer_transport(lab: Lab, impl_b: str) -> None:
+    """The tunnel itself runs over IPv6 (outer), carrying IPv4 and IPv6 inside."""
+    require("wg", "wireguard-go")
+    a_ns, b_ns = two_hosts(lab)
+    a = start(lab, a_ns, "wgpyd", "10.99.0.1/24", "fd00:99::1/64")
+    b = start(lab, b_ns, impl_b, "10.99.0.2/24", "fd00:99::2/64")
+    connect(a, b, "10.99.0.1/32,fd00:99::1/128", "10.99.0.2/32,fd00:99::2/128",
+            "[fd00:77::1]:51820", "[fd00:77::2]:51820")
+    ping(lab, a.ns, "10.99.0.2")
+    ping(lab, b.ns, "fd00:99::1")
+    assert b.show("endpoints").split()[1] == "[fd00:77::1]:51820"
+    assert a.show("endpoints").split()[1] == "[fd00:77::2]:51820"
