@@ -15,8 +15,7 @@ import binascii
 import hmac
 import os
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from wgpy.protocol.crypto import clamp, public_key
 
 KEY_LEN = 32
 KEY_LEN_BASE64 = 44
@@ -101,17 +100,8 @@ class Key:
     __str__ = __repr__
 
 
-def clamp(raw: bytes) -> bytes:
-    """Curve25519 clamping: clear bits 0-2 and 255, set bit 254."""
-    b = bytearray(raw)
-    b[0] &= 248
-    b[31] = (b[31] & 127) | 64
-    return bytes(b)
-
-
 def public_from_private(raw: bytes) -> bytes:
-    priv = X25519PrivateKey.from_private_bytes(raw)
-    return priv.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return public_key(raw)
 
 
 def genkey() -> Key:
