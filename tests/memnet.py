@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wgpy.protocol import Device, HandshakeKeys, LogEvent, SendDatagram, WriteTun
+from wgpy.protocol import events as _events
 from wgpy.protocol.crypto import clamp, public_key
 from wgpy.protocol.events import Action, Endpoint
 
@@ -112,6 +113,16 @@ class MemNet:
                 self.in_flight.append(w)
             elif isinstance(act, WriteTun):
                 node.delivered.append(act.packet)
+            elif isinstance(act, getattr(_events, "SendBatch", ())):
+                off = 0
+                for size in act.sizes:
+                    w = Wire(node.endpoint, act.endpoint, bytes(act.data[off : off + size]),
+                             self.now)
+                    off += size
+                    self.sent.append(w)
+                    self.in_flight.append(w)
+            elif isinstance(act, getattr(_events, "WriteTunBatch", ())):
+                node.delivered.extend(bytes(p) for p in act.packets)
             elif isinstance(act, LogEvent):
                 node.logs.append(act.message)
             elif isinstance(act, HandshakeKeys):
@@ -119,6 +130,17 @@ class MemNet:
 
     def send(self, node: Node, packet: bytes) -> None:
         self.handle(node, node.device.encapsulate(packet, self.now, self.wall))
+
+    def send_batch(self, node: Node, packets: list[bytes]) -> None:
+        """Like ``send`` for many packets at once, through ``Device.encapsulate_batch``."""
+        self.handle(node, node.device.encapsulate_batch(packets, self.now, self.wall))
+
+    def inject_batch(self, src: Endpoint, dst: Endpoint, datagrams: list[bytes]) -> list[Action]:
+        """Like ``inject`` for many datagrams from one source (``decapsulate_batch``)."""
+        node = self.nodes[dst]
+        acts = node.device.decapsulate_batch(datagrams, src, self.now, self.wall)
+        self.handle(node, acts)
+        return acts
 
     def inject(self, src: Endpoint, dst: Endpoint, data: bytes) -> list[Action]:
         node = self.nodes[dst]

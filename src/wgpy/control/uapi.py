@@ -29,7 +29,10 @@ class UapiError(Exception):
 
     def __init__(self, errno: int, message: str = "") -> None:
         self.errno = errno
-        text = os.strerror(abs(errno)) if errno else "success"
+        try:
+            text = os.strerror(abs(errno)) if errno else "success"
+        except (ValueError, OverflowError):
+            text = "unknown error"
         super().__init__(message or f"{text} (errno={errno})")
 
 
@@ -71,6 +74,8 @@ def parse_endpoint(text: str) -> tuple[str, int]:
         if not sep or ":" in host:
             raise ValueError(f"bad endpoint {text!r}")
         ipaddress.IPv4Address(host)
+    if not (port.isascii() and port.isdigit()):
+        raise ValueError(f"bad port in endpoint {text!r}")
     p = int(port)
     if not 0 < p < 65536:
         raise ValueError(f"bad port in endpoint {text!r}")
@@ -200,7 +205,8 @@ def _bool_true(key: str, value: str) -> bool:
 
 
 def _uint(key: str, value: str, bits: int) -> int:
-    if not value.isdigit():
+    # isdigit() alone admits "²" and other Unicode digits int() refuses.
+    if not (value.isascii() and value.isdigit()):
         raise UapiError(EINVAL, f"invalid {key}: {value!r}")
     n = int(value)
     if n >= 1 << bits:
