@@ -22,15 +22,18 @@ from pathlib import Path
 
 from wgpy.control.apply import apply_set, device_info
 from wgpy.control.uapi import EADDRINUSE, UapiError, format_get, parse_set
+from wgpy.io import offload
+from wgpy.io.batch import GroReceiver, GsoSender, enable_gro
 from wgpy.io.keylog import KeyLog
-from wgpy.io.log import Logger
-from wgpy.io.tun import Tun
+from wgpy.io.log import SILENT, Logger
+from wgpy.io.tun import Tun, datapath_mode
 from wgpy.io.uapi_server import serve_connection
 from wgpy.io.udp import UdpBind
 from wgpy.protocol import Device, HandshakeKeys, LogEvent, SendDatagram, WriteTun
-from wgpy.protocol.events import Action
+from wgpy.protocol.events import Action, SendBatch, WriteTunBatch
 
 BATCH = 256
+TUN_BATCH_PACKETS = 128
 MAX_DATAGRAM = 65535
 SOCKET_CHECK_INTERVAL = 1.0
 
@@ -61,6 +64,15 @@ class Driver:
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._uapi_ino = os.stat(uapi_path).st_ino
+        # The data path: see io/offload.py and io/batch.py; "naive" is one packet
+        # per call, kept as a reference for benchmarks (WGPY_DATAPATH).
+        self.mode = datapath_mode()
+        if tun.vnet_hdr and self.mode == "naive":
+            self.mode = "batch"  # the naive path cannot read vnet headers
+        self._tun_buf = bytearray(offload.VNET_HDR_LEN + MAX_DATAGRAM)
+        self._gro = GroReceiver()
+        self._gso = GsoSender()
+        self._gso.gso = self.mode == "offload"
         self.exit_reason = ""
 
     # -- lifecycle -----------------------------------------------------------
@@ -68,13 +80,14 @@ class Driver:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stopping = asyncio.Event()
-        loop.add_reader(self.tun.fd, self._on_tun)
+        loop.add_reader(self.tun.fd, self._on_tun if self.mode == "naive" else self._on_tun_batch)
         self._watch_bind()
         server = await asyncio.start_unix_server(
             lambda r, w: serve_connection(r, w, self._uapi), sock=self.uapi_sock
         )
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop, f"received {signal.Signals(sig).name}")
+        loop.add_signal_handler(signal.SIGUSR1, self.dump_stats)
         watcher = loop.create_task(self._watch_socket())
         self.log.verbose("Device started")
         try:
@@ -91,6 +104,29 @@ class Driver:
             self.exit_reason = reason
             self.log.verbose(f"Shutting down: {reason}")
             self._stopping.set()
+
+    def dump_stats(self) -> None:
+        """SIGUSR1: one ``INFO:`` line with the device's counters (no secrets), at
+        any LOG_LEVEL but silent; for operators and the hardening tests."""
+        if self.log.level <= SILENT:
+            return
+        dev = self.device
+        now = self._loop.time() if self._loop else time.monotonic()
+        st = dev.stats
+        fields = [
+            f"under_load={int(dev.under_load(now))}",
+            f"peers={len(dev.peers)}",
+            f"indices={len(dev._indices)}",
+            f"ratelimiter={len(dev._limiter)}",
+            f"handshakes_sent={st.handshakes_sent}",
+            f"handshakes_received={st.handshakes_received}",
+            f"handshakes_completed={st.handshakes_completed}",
+            f"dh_responses={st.dh_responses}",
+            f"cookie_replies_sent={st.cookie_replies_sent}",
+        ]
+        drops = sorted(st.drops.items(), key=lambda x: x[0].name)
+        fields += [f"drop.{r.name}={n}" for r, n in drops]
+        self.log._emit("INFO", "stats " + " ".join(fields))
 
     def _shutdown(self) -> None:
         loop = self._loop
@@ -130,7 +166,10 @@ class Driver:
     def _watch_bind(self) -> None:
         assert self._loop is not None
         for s in self.bind.sockets():
-            self._loop.add_reader(s.fileno(), self._on_udp, s)
+            if self.mode == "offload":
+                enable_gro(s)
+            reader = self._on_udp if self.mode == "naive" else self._on_udp_batch
+            self._loop.add_reader(s.fileno(), reader, s)
 
     def _unwatch_bind(self) -> None:
         assert self._loop is not None
@@ -139,6 +178,90 @@ class Driver:
                 self._loop.remove_reader(s.fileno())
 
     # -- data path -----------------------------------------------------------
+    def _on_tun_batch(self) -> None:
+        """Drain the TUN, split super-segments, hand the core one batch at a time."""
+        fd = self.tun.fd
+        dev = self.device
+        now = self._loop.time() if self._loop else time.monotonic()
+        wall = time.time()
+        vnet = self.tun.vnet_hdr
+        buf = self._tun_buf
+        packets: list[bytearray] = []
+        for _ in range(BATCH):
+            try:
+                if vnet:
+                    n = os.readv(fd, (buf,))
+                else:
+                    packet = bytearray(os.read(fd, MAX_DATAGRAM))
+                    n = len(packet)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                self.log.error(f"Failed to read packet from TUN device: {e.strerror}")
+                self.stop("TUN device went away")
+                return
+            if not n:
+                self.stop("TUN device closed")
+                return
+            if vnet:
+                try:
+                    offload.split(memoryview(buf)[:n], packets)
+                except offload.OffloadError as e:
+                    self.log.verbose(f"Dropped packet from TUN device: {e}")
+            else:
+                packets.append(packet)
+            if len(packets) >= TUN_BATCH_PACKETS:
+                self._carry_out(dev.encapsulate_batch(packets, now, wall))
+                packets = []
+        if packets:
+            self._carry_out(dev.encapsulate_batch(packets, now, wall))
+        self._rearm()
+
+    def _on_udp_batch(self, sock: socket.socket) -> None:
+        """Drain a UDP socket (GRO reads when enabled), one core batch per source."""
+        dev = self.device
+        now = self._loop.time() if self._loop else time.monotonic()
+        wall = time.time()
+        rx = self._gro
+        rx.reset()
+        batch: list[memoryview] = []
+        source: tuple[str, int] | None = None
+        for _ in range(BATCH):
+            if not rx.room():
+                if batch and source is not None:
+                    self._carry_out(dev.decapsulate_batch(batch, source, now, wall))
+                batch = []
+                rx.reset()
+            try:
+                got = rx.recv(sock)
+            except OSError:
+                break  # e.g. ICMP errors surfacing on the socket
+            if got is None:
+                break
+            datagrams, addr = got
+            if addr != source and batch and source is not None:
+                self._carry_out(dev.decapsulate_batch(batch, source, now, wall))
+                batch = []
+            source = addr
+            batch.extend(datagrams)
+        if batch and source is not None:
+            self._carry_out(dev.decapsulate_batch(batch, source, now, wall))
+        self._rearm()
+
+    def _write_tun(self, packets: list[bytes]) -> None:
+        fd = self.tun.fd
+        try:
+            if self.tun.vnet_hdr:
+                for parts in offload.coalesce(packets):
+                    os.writev(fd, parts)
+            else:
+                for p in packets:
+                    os.write(fd, p)
+        except (BlockingIOError, InterruptedError):
+            pass  # the TUN queue is full: drop, as a NIC would
+        except OSError as e:
+            self.log.error(f"Failed to write packet to TUN device: {e.strerror}")
+
     def _on_tun(self) -> None:
         fd = self.tun.fd
         dev = self.device
@@ -180,13 +303,24 @@ class Driver:
     def _carry_out(self, actions: list[Action]) -> None:
         for act in actions:
             kind = type(act)
-            if kind is SendDatagram:
+            if kind is SendBatch:
+                assert isinstance(act, SendBatch)
+                sock = self.bind.socket_for(act.endpoint)
+                if sock is not None:
+                    self._gso.send(sock, act.data, act.sizes, act.endpoint)
+            elif kind is WriteTunBatch:
+                assert isinstance(act, WriteTunBatch)
+                self._write_tun(act.packets)
+            elif kind is SendDatagram:
                 assert isinstance(act, SendDatagram)
                 self.bind.send(act.data, act.endpoint)
             elif kind is WriteTun:
                 assert isinstance(act, WriteTun)
                 try:
-                    os.write(self.tun.fd, act.packet)
+                    if self.tun.vnet_hdr:
+                        os.writev(self.tun.fd, (offload.DATA_VALID_HDR, act.packet))
+                    else:
+                        os.write(self.tun.fd, act.packet)
                 except (BlockingIOError, InterruptedError):
                     pass  # the TUN queue is full: drop, as a NIC would
                 except OSError as e:

@@ -1,4 +1,11 @@
-"""Linux TUN devices (``/dev/net/tun``, ``IFF_TUN | IFF_NO_PI``)."""
+"""Linux TUN devices (``/dev/net/tun``, ``IFF_TUN | IFF_NO_PI``).
+
+With ``offload`` (the default unless ``WGPY_DATAPATH`` is ``naive`` or
+``batch``) the device is opened with ``IFF_VNET_HDR`` and told with
+``TUNSETOFFLOAD`` that we take checksum offload, TSO4/TSO6 and (if the
+kernel knows it) USO: every read and write then carries a 10-byte
+``virtio_net_hdr`` and reads may be 64 KB super-segments (``io.offload``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,13 @@ from pathlib import Path
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUNSETOFFLOAD = 0x400454D0
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+TUN_F_USO4 = 0x20
+TUN_F_USO6 = 0x40
 SIOCSIFMTU = 0x8922
 SIOCGIFMTU = 0x8921
 IFNAMSIZ = 16
@@ -31,15 +45,36 @@ def validate_name(name: str) -> None:
         raise TunError(f"invalid interface name {name!r} (1-15 characters, no '/' or spaces)")
 
 
-class Tun:
-    """An open TUN interface.  Reads and writes are whole IP packets."""
+def datapath_mode() -> str:
+    """``WGPY_DATAPATH``: ``offload`` (default), ``batch`` or ``naive`` (for benchmarks)."""
+    mode = os.environ.get("WGPY_DATAPATH", "offload")
+    return mode if mode in ("offload", "batch", "naive") else "offload"
 
-    def __init__(self, fd: int, name: str) -> None:
+
+def _set_offload(fd: int) -> int:
+    """Enable what the kernel supports; 0 when it takes no offload at all."""
+    base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+    for flags in (base | TUN_F_USO4 | TUN_F_USO6, base):
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
+            return flags
+        except OSError:
+            continue
+    return 0
+
+
+class Tun:
+    """An open TUN interface.  Reads and writes are whole IP packets, behind a
+    ``virtio_net_hdr`` when ``vnet_hdr`` is set."""
+
+    def __init__(self, fd: int, name: str, vnet_hdr: bool = False, offloads: int = 0) -> None:
         self.fd = fd
         self.name = name
+        self.vnet_hdr = vnet_hdr
+        self.offloads = offloads
 
     @classmethod
-    def create(cls, name: str, mtu: int) -> Tun:
+    def create(cls, name: str, mtu: int, offload: bool | None = None) -> Tun:
         validate_name(name)
         if interface_exists(name):
             raise TunError(f"interface {name} already exists")
@@ -48,10 +83,13 @@ class Tun:
         except OSError as e:
             raise TunError(f"cannot open /dev/net/tun: {e.strerror}") from e
         try:
-            ifr = struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
+            if offload is None:
+                offload = datapath_mode() == "offload"
+            flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0)
+            ifr = struct.pack("16sH22x", name.encode(), flags)
             res = fcntl.ioctl(fd, TUNSETIFF, ifr)
             actual = res[:IFNAMSIZ].rstrip(b"\0").decode()
-            tun = cls(fd, actual)
+            tun = cls(fd, actual, offload, _set_offload(fd) if offload else 0)
             tun.set_mtu(mtu)
         except OSError as e:
             os.close(fd)
@@ -64,8 +102,10 @@ class Tun:
         """Adopt an already-configured TUN fd (``WG_TUN_FD``, as wireguard-go)."""
         res = fcntl.ioctl(fd, 0x800454D2, bytes(40))  # TUNGETIFF
         name = res[:IFNAMSIZ].rstrip(b"\0").decode()
+        flags = struct.unpack_from("H", res, IFNAMSIZ)[0]
         os.set_blocking(fd, False)
-        return cls(fd, name)
+        vnet = bool(flags & IFF_VNET_HDR)
+        return cls(fd, name, vnet, _set_offload(fd) if vnet else 0)
 
     def _ifreq_ioctl(self, request: int, value: int = 0) -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -77,6 +77,9 @@ class UdpBind:
         for s in self.sockets():
             s.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
 
+    def socket_for(self, endpoint: Endpoint) -> socket.socket | None:
+        return self.v6 if ":" in endpoint[0] else self.v4
+
     def send(self, data: bytes, endpoint: Endpoint) -> bool:
         """Send one datagram; False when it could not be sent (dropped, as UDP)."""
         s = self.v6 if ":" in endpoint[0] else self.v4

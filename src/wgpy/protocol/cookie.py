@@ -105,4 +105,5 @@ class CookieGenerator:
             return False
         self._cookie = cookie
         self._cookie_time = now
+        self._last_mac1 = b""  # one reply per message sent: a replay opens nothing (as Linux)
         return True

@@ -19,10 +19,10 @@ from __future__ import annotations
 import heapq
 import ipaddress
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from wgpy.protocol import ippacket, messages, noise
+from wgpy.protocol import fastpath, ippacket, messages, noise
 from wgpy.protocol.allowedips import AllowedIPs
 from wgpy.protocol.constants import (
     DEFAULT_MTU,
@@ -187,6 +187,24 @@ class Device:
         peer.send_packet(packet, now, wall, out)
         return out
 
+    def encapsulate_batch(
+        self, packets: Sequence[bytes | bytearray | memoryview], now: float, wall: float
+    ) -> list[Action]:
+        """Many IP packets from the TUN, in order: as ``encapsulate``, but each peer's
+        transport datagrams come as one ``SendBatch`` (see ``fastpath``)."""
+        return fastpath.encapsulate_batch(self, packets, now, wall)
+
+    def decapsulate_batch(
+        self,
+        datagrams: Sequence[bytes | bytearray | memoryview],
+        source: Endpoint,
+        now: float,
+        wall: float,
+    ) -> list[Action]:
+        """Many UDP datagrams from one ``source``, in order: as ``decapsulate``, but
+        the inner packets come as ``WriteTunBatch`` actions (see ``fastpath``)."""
+        return fastpath.decapsulate_batch(self, datagrams, source, now, wall)
+
     # -- inbound -------------------------------------------------------------
     def decapsulate(
         self, datagram: bytes, source: Endpoint, now: float, wall: float
@@ -308,6 +326,10 @@ class Device:
         self._indices[index] = _IndexEntry(peer, keypair)
         self._install(peer, keypair, ephemeral, now, out)
         self.stats.dh_responses += 1
+        # A response counts as a handshake sent (kernel send.c, wireguard-go
+        # SendHandshakeResponse): the responder must not race its own
+        # initiation against the key confirmation it is waiting for.
+        peer.last_sent_handshake = now
         peer.timers.on_any_authenticated_packet_traversal(now)
         peer.timers.on_any_authenticated_packet_sent(now)
         if self.verbose:

@@ -43,4 +43,21 @@ class HandshakeKeys:
         return "HandshakeKeys(<redacted>)"
 
 
-Action = SendDatagram | WriteTun | LogEvent | HandshakeKeys
+@dataclass(frozen=True, slots=True)
+class SendBatch:
+    """Send transport datagrams to ``endpoint``: laid end to end in ``data``, in order,
+    their lengths in ``sizes`` (so the I/O layer can use UDP GSO on equal-sized runs)."""
+
+    endpoint: Endpoint
+    data: bytearray
+    sizes: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteTunBatch:
+    """Deliver decrypted inner IP packets to the TUN interface, in order."""
+
+    packets: list[bytes]
+
+
+Action = SendDatagram | WriteTun | LogEvent | HandshakeKeys | SendBatch | WriteTunBatch

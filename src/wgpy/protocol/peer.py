@@ -168,6 +168,11 @@ class Peer:
             return
         sent_data = False
         while self.staged:
+            if kp.send_counter >= REJECT_AFTER_MESSAGES:
+                # Exhausted mid-flush (kernel send.c out_invalid): the rest
+                # wait for the session the handshake below brings.
+                self.initiate(now, wall, out, retry=False)
+                break
             packet = self.staged.popleft()
             data = self._encrypt(kp, packet)
             out.append(SendDatagram(self.endpoint, data))
