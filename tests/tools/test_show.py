@@ -139,6 +139,8 @@ def busy_reply() -> str:
 
 
 def test_replayed_device_every_view(replay: Callable[[Callable[[], str]], Dev]) -> None:
+    global T0
+    T0 = int(time.time())  # relative to now, not to when the module was imported
     dev = replay(busy_reply)
     compare(dev, "show", dev.name)
     compare(dev, "show", dev.name, env={"WG_COLOR_MODE": "always"})

@@ -126,7 +126,7 @@ class Driver:
         ]
         drops = sorted(st.drops.items(), key=lambda x: x[0].name)
         fields += [f"drop.{r.name}={n}" for r, n in drops]
-        self.log._emit("INFO", "stats " + " ".join(fields))
+        self.log.info("stats " + " ".join(fields))
 
     def _shutdown(self) -> None:
         loop = self._loop
@@ -327,7 +327,9 @@ class Driver:
                     self.log.error(f"Failed to write packet to TUN device: {e.strerror}")
             elif kind is LogEvent:
                 assert isinstance(act, LogEvent)
-                if act.verbose:
+                if act.verbose and act.rate_limited:
+                    self.log.verbose_limited(act.message)
+                elif act.verbose:
                     self.log.verbose(act.message)
                 else:
                     self.log.error(act.message)

@@ -22,11 +22,19 @@ def parse_level(text: str | None) -> int:
     return _LEVELS.get((text or "").strip().lower(), ERROR)
 
 
+# Rate-limited messages: a burst of this many, then this many per second.
+LIMITED_BURST = 10
+LIMITED_PER_SECOND = 10.0
+
+
 class Logger:
     def __init__(self, interface: str, level: int, stream: TextIO | None = None) -> None:
         self.interface = interface
         self.level = level
         self.stream = stream if stream is not None else sys.stderr
+        self._tokens = float(LIMITED_BURST)
+        self._last = time.monotonic()
+        self._suppressed = 0
 
     @property
     def verbose_enabled(self) -> bool:
@@ -43,6 +51,27 @@ class Logger:
     def verbose(self, message: str) -> None:
         if self.level >= VERBOSE:
             self._emit("DEBUG", message)
+
+    def verbose_limited(self, message: str) -> None:
+        """A verbose message that a flood could repeat: at most a burst, then a trickle."""
+        if self.level < VERBOSE:
+            return
+        now = time.monotonic()
+        self._tokens = min(LIMITED_BURST, self._tokens + (now - self._last) * LIMITED_PER_SECOND)
+        self._last = now
+        if self._tokens < 1:
+            self._suppressed += 1
+            return
+        self._tokens -= 1
+        if self._suppressed:
+            self._emit("DEBUG", f"({self._suppressed} similar messages suppressed)")
+            self._suppressed = 0
+        self._emit("DEBUG", message)
+
+    def info(self, message: str) -> None:
+        """Shown at every level but silent (for replies to an operator's request)."""
+        if self.level > SILENT:
+            self._emit("INFO", message)
 
     def error(self, message: str) -> None:
         if self.level >= ERROR:

@@ -222,14 +222,18 @@ class Device:
         elif t == messages.MESSAGE_COOKIE_REPLY and n == messages.COOKIE_REPLY_SIZE:
             self._receive_cookie_reply(messages.CookieReply.unpack(datagram), now, out)
         else:
-            self.stats.drop(DropReason.MALFORMED)
+            self._drop(DropReason.MALFORMED, source, out)
         return out
 
     def _drop(self, reason: DropReason, source: Endpoint, out: list[Action]) -> None:
         self.stats.drop(reason)
         if self.verbose:
             out.append(
-                LogEvent(True, f"Dropped packet from {source[0]}:{source[1]}: {reason.value}")
+                LogEvent(
+                    True,
+                    f"Dropped packet from {source[0]}:{source[1]}: {reason.value}",
+                    rate_limited=True,
+                )
             )
 
     def _note_handshake_load(self, now: float) -> None:

@@ -28,6 +28,9 @@ class LogEvent:
 
     verbose: bool
     message: str
+    # Per-packet messages (drops) that a flood could multiply: the I/O layer
+    # may thin them out, as the kernel's net_dbg_ratelimited does.
+    rate_limited: bool = False
 
 
 @dataclass(frozen=True, slots=True)
