@@ -60,6 +60,10 @@ _NOT_MERGEABLE: Final = _TCP_SYN | _TCP_FIN | _TCP_RST | _TCP_URG
 _U16: Final = struct.Struct("!H")
 _U32: Final = struct.Struct("!I")
 _IP_LEN_ID: Final = struct.Struct("!HH")
+# IPv4 + TCP without IP options, the fields coalesce() looks at: version/IHL,
+# TOS, flags/fragment (2 bytes), TTL, protocol; TCP seq, ack, data offset,
+# flags, window.
+_V4_TCP: Final = struct.Struct("!BB4xBBBB14xIIBBH")
 _LITTLE: Final = sys.byteorder == "little"
 MAX_COALESCED: Final = 65535 - 80  # room for headers in a 64 KB IP packet
 DATA_VALID_HDR: Final = VNET_HDR.pack(F_DATA_VALID, GSO_NONE, 0, 0, 0, 0)
@@ -213,7 +217,9 @@ def _split_udp(mv: memoryview, l4: int, size: int, v6: bool, out: list[bytearray
 class _Run:
     """Consecutive segments of one TCP flow, to be written as one super-segment."""
 
-    __slots__ = ("first", "l4", "hlen", "mss", "next_seq", "parts", "size", "closed", "psh")
+    __slots__ = (
+        "first", "l4", "hlen", "mss", "next_seq", "parts", "size", "closed", "psh", "ident"
+    )
 
     def __init__(self, first: Buffer, l4: int, hlen: int, seq: int, n: int) -> None:
         self.first = first
@@ -225,6 +231,7 @@ class _Run:
         self.size = n
         self.closed = False
         self.psh = False
+        self.ident: tuple[int, ...] | None = None  # IPv4: (TOS, frag byte, TTL, ack, window)
 
 
 def _same_headers(a: Buffer, b: Buffer, l4: int, hlen: int) -> bool:
@@ -248,14 +255,50 @@ def coalesce(packets: Sequence[Buffer]) -> list[list[Buffer]]:
     writes: list[list[Buffer] | _Run] = []
     open_runs: dict[bytes, _Run] = {}
     unpack_u32 = _U32.unpack_from
+    unpack_v4 = _V4_TCP.unpack_from
     for pkt in packets:
         size = len(pkt)
-        b0 = pkt[0] if size >= 40 else 0
-        # Plain TCP only: IPv4 without options or fragments, IPv6 without extensions.
-        if b0 == 0x45 and pkt[9] == PROTO_TCP and not (pkt[6] & 0x3F or pkt[7]):
-            l4 = 20
+        if size >= 40 and pkt[0] == 0x45:
+            # The common case, IPv4 without options, in one struct call.
+            _, tos, frag6, frag7, ttl, proto, seq, ack, doff, flags, win = unpack_v4(pkt)
+            if proto != PROTO_TCP or frag6 & 0x3F or frag7:
+                writes.append([DATA_VALID_HDR, pkt])
+                continue
             key = bytes(pkt[12:24])
-        elif b0 >> 4 == 6 and size >= 60 and pkt[6] == PROTO_TCP:
+            hlen = 20 + (doff >> 4) * 4
+            n = size - hlen
+            if n <= 0 or flags & _NOT_MERGEABLE:
+                open_runs.pop(key, None)
+                writes.append([DATA_VALID_HDR, pkt])
+                continue
+            ident = (tos, frag6, ttl, ack, win)
+            run = open_runs.get(key)
+            if (
+                run is not None
+                and seq == run.next_seq
+                and not run.closed
+                and hlen == run.hlen
+                and n <= run.mss
+                and run.size + n <= MAX_COALESCED - hlen
+                and ident == run.ident
+                and (hlen == 40 or run.first[40:hlen] == pkt[40:hlen])
+            ):
+                run.parts.append(memoryview(pkt)[hlen:])
+                run.size += n
+                run.next_seq = (seq + n) & 0xFFFFFFFF
+                if n < run.mss or flags & _TCP_PSH:
+                    run.closed = True
+                    run.psh = bool(flags & _TCP_PSH)
+                continue
+            run = open_runs[key] = _Run(pkt, 20, hlen, seq, n)
+            run.ident = ident
+            if flags & _TCP_PSH:
+                run.closed = True
+            writes.append(run)
+            continue
+        b0 = pkt[0] if size >= 40 else 0
+        # Plain TCP only: IPv6 without extensions (IPv4 is handled above).
+        if b0 >> 4 == 6 and size >= 60 and pkt[6] == PROTO_TCP:
             l4 = 40
             key = bytes(pkt[8:44])
         else:

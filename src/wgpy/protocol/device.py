@@ -91,10 +91,20 @@ class Device:
         self._load_count = 0
         self._under_load_until = float("-inf")
         self.force_under_load = False
+        # Timer jitter needs no secrecy: draw it 2 bytes at a time from a
+        # 256-byte refill, not one rng call (a getrandom syscall) per data packet.
+        self._jitter_pool = b""
+        self._jitter_pos = 0
 
     # -- plumbing for peers ------------------------------------------------
     def jitter(self) -> float:
-        return int.from_bytes(self.rng(2), "little") / 65536 * REKEY_TIMEOUT_JITTER_MAX
+        pos = self._jitter_pos
+        if pos + 2 > len(self._jitter_pool):
+            self._jitter_pool = self.rng(256)
+            pos = 0
+        self._jitter_pos = pos + 2
+        raw = self._jitter_pool[pos] | self._jitter_pool[pos + 1] << 8
+        return raw / 65536 * REKEY_TIMEOUT_JITTER_MAX
 
     def schedule(self, when: float, peer: Peer) -> None:
         self._seq += 1

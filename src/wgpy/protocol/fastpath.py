@@ -16,12 +16,13 @@ behaviour and drop accounting are exactly those of ``decapsulate``.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from wgpy.protocol import ippacket, messages
+from wgpy.protocol import messages
 from wgpy.protocol.constants import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
-from wgpy.protocol.crypto import InvalidTag, nonce
+from wgpy.protocol.crypto import InvalidTag
 from wgpy.protocol.errors import DropReason
 from wgpy.protocol.events import Action, Endpoint, LogEvent, SendBatch, WriteTunBatch
 from wgpy.protocol.peer import padded_length
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 Buffer = bytes | bytearray | memoryview
 _HDR = messages.TRANSPORT_HEADER_SIZE
 _OVERHEAD = messages.TRANSPORT_MIN_SIZE  # header + tag
+_TRANSPORT = struct.Struct("<IIQ")  # type, receiver index, counter
+_NONCE = struct.Struct("<4xQ")  # as crypto.nonce
+_NO_ROUTE = object()  # a route-cache miss (None is a cached "no peer")
 
 
 def encapsulate_batch(
@@ -42,15 +46,22 @@ def encapsulate_batch(
     out: list[Action] = []
     group: list[Buffer] = []
     gpeer: Peer | None = None
-    last_dst: tuple[int, int] | None = None
+    last_dst: bytes | None = None
     peer: Peer | None = None
+    lookup = dev.allowed_ips.lookup
     for pkt in packets:
-        dst = ippacket.destination(pkt)
-        if dst is None:
+        # ippacket.destination, inlined; the address bytes (4 or 16) key the cache.
+        size = len(pkt)
+        v = pkt[0] >> 4 if size else 0
+        if v == 4 and size >= 20:
+            dst = bytes(pkt[16:20])
+        elif v == 6 and size >= 40:
+            dst = bytes(pkt[24:40])
+        else:
             dev.stats.drop(DropReason.NOT_IP)
             continue
         if dst != last_dst:
-            peer = dev.allowed_ips.lookup(dst[0], dst[1])
+            peer = lookup(32 if v == 4 else 128, int.from_bytes(dst, "big"))
             last_dst = dst
         if peer is None:
             dev.stats.drop(DropReason.NO_ROUTE)
@@ -96,7 +107,14 @@ def send_batch(
             peer.send_packet(bytes(p), now, wall, out)
         return
     mtu = peer.device.mtu
-    sizes = [padded_length(len(p), mtu) + _OVERHEAD for p in packets]
+    sizes = []
+    padded: dict[int, int] = {}  # the segments of a super-segment share a length
+    for p in packets:
+        length = len(p)
+        size = padded.get(length)
+        if size is None:
+            size = padded[length] = padded_length(length, mtu) + _OVERHEAD
+        sizes.append(size)
     buf = bytearray(sum(sizes))
     _seal_all(kp, packets, sizes, memoryview(buf))
     out.append(SendBatch(endpoint, buf, sizes))
@@ -109,7 +127,9 @@ def send_batch(
 
 def _seal_all(kp: Keypair, packets: Sequence[Buffer], sizes: list[int], mv: memoryview) -> None:
     seal = kp.send.encrypt_into
-    pack = messages.TransportHeader.pack_into
+    pack = _TRANSPORT.pack_into
+    pack_nonce = _NONCE.pack
+    kind = messages.MESSAGE_TRANSPORT
     receiver = kp.remote_index
     counter = kp.send_counter
     off = 0
@@ -117,8 +137,8 @@ def _seal_all(kp: Keypair, packets: Sequence[Buffer], sizes: list[int], mv: memo
         pad = size - _OVERHEAD - len(p)
         if pad:
             p = bytes(p) + bytes(pad)
-        pack(mv[off : off + _HDR], receiver, counter)
-        seal(nonce(counter), p, None, mv[off + _HDR : off + size])
+        pack(mv, off, kind, receiver, counter)
+        seal(pack_nonce(counter), p, None, mv[off + _HDR : off + size])
         counter += 1
         off += size
     kp.send_counter = counter
@@ -141,7 +161,7 @@ def decapsulate_batch(
     out: list[Action] = []
     plain: list[bytes] = []
     touched: dict[int, _Touched] = {}
-    routes: dict[tuple[int, int], Peer | None] = {}
+    routes: dict[bytes, object] = {}
     last_receiver = -1
     kp: Keypair | None = None
     tp: _Touched | None = None
@@ -155,12 +175,18 @@ def decapsulate_batch(
         touched.clear()
 
     indices = dev._indices
+    unpack = _TRANSPORT.unpack_from
+    pack_nonce = _NONCE.pack
+    lookup = dev.allowed_ips.lookup
     for d in datagrams:
-        fast = len(d) >= _OVERHEAD and d[0] == messages.MESSAGE_TRANSPORT and not (
-            d[1] or d[2] or d[3]
-        )
+        size = len(d)
+        # Type 4 as a little-endian u32: d[0] == 4 and d[1:4] zero.
+        if size >= _OVERHEAD:
+            kind, receiver, counter = unpack(d)
+            fast = kind == messages.MESSAGE_TRANSPORT
+        else:
+            fast = False
         if fast:
-            receiver, counter = messages.unpack_transport(memoryview(d))
             if receiver != last_receiver:
                 entry = indices.get(receiver)
                 kp = entry.keypair if entry is not None else None
@@ -174,45 +200,56 @@ def decapsulate_batch(
                         tp = touched.get(id(peer))
                         if tp is None:
                             tp = touched[id(peer)] = _Touched(peer)
-            fast = kp is not None and counter < REJECT_AFTER_MESSAGES and kp.replay.check(counter)
+                        replay = kp.replay
+                        decrypt = kp.receive.decrypt
+            # check() also refuses counters at or past REJECT_AFTER_MESSAGES.
+            fast = kp is not None and replay.check(counter)
         if not fast:
             settle()
             last_receiver = -1
             out.extend(dev.decapsulate(bytes(d), source, now, wall))
             continue
-        assert kp is not None and tp is not None
+        assert tp is not None
         try:
-            p = kp.receive.decrypt(nonce(counter), memoryview(d)[_HDR:], None)
+            p = decrypt(pack_nonce(counter), memoryview(d)[_HDR:], None)
         except InvalidTag:
             dev._drop(DropReason.DECRYPT, source, out)
             continue
-        if not kp.replay.update(counter):
+        if not replay.update(counter):
             dev._drop(DropReason.REPLAY, source, out)
             continue
         # Authenticated from here on.
-        tp.rx += len(d)
+        tp.rx += size
         if not p:
             if dev.verbose:
                 out.append(LogEvent(True, f"{tp.peer.name} - Receiving keepalive packet"))
             continue
         tp.data += 1
-        info = ippacket.source_and_length(p)
-        if info is None:
+        # ippacket.source_and_length, inlined; the route cache is keyed by the
+        # source address bytes (4 or 16 long, so the families cannot collide).
+        plen = len(p)
+        v = p[0] >> 4
+        if v == 4 and plen >= 20:
+            src = p[12:16]
+            length = (p[2] << 8) | p[3]
+            bad = length > plen or length < 20
+        elif v == 6 and plen >= 40:
+            src = p[8:24]
+            length = 40 + ((p[4] << 8) | p[5])
+            bad = length > plen
+        else:
             dev._drop(DropReason.NOT_IP, source, out)
             continue
-        bits, src, length = info
-        if length > len(p) or length < (20 if bits == 32 else 40):
+        if bad:
             dev._drop(DropReason.BAD_INNER_LENGTH, source, out)
             continue
-        key = (bits, src)
-        if key in routes:
-            owner = routes[key]
-        else:
-            owner = routes[key] = dev.allowed_ips.lookup(bits, src)
+        owner = routes.get(src, _NO_ROUTE)
+        if owner is _NO_ROUTE:
+            owner = routes[src] = lookup(32 if v == 4 else 128, int.from_bytes(src, "big"))
         if owner is not tp.peer:
             dev._drop(DropReason.DISALLOWED_SOURCE, source, out)
             continue
-        plain.append(p[:length] if length < len(p) else p)
+        plain.append(p[:length] if length < plen else p)
     settle()
     return out
 
