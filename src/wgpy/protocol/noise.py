@@ -17,6 +17,8 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from wgpy.protocol import tai64n
 from wgpy.protocol.constants import CONSTRUCTION, IDENTIFIER, KEY_LEN
 from wgpy.protocol.crypto import (
@@ -28,6 +30,7 @@ from wgpy.protocol.crypto import (
     kdf1,
     kdf2,
     kdf3,
+    private_key_object,
     public_key,
 )
 from wgpy.protocol.messages import Initiation, Response
@@ -48,10 +51,12 @@ class HandshakeState(enum.Enum):
 class StaticIdentity:
     private: bytes
     public: bytes
+    key: X25519PrivateKey  # ``private``, loaded once for the DHs of every handshake
 
     @classmethod
     def from_private(cls, private: bytes) -> StaticIdentity:
-        return cls(private, public_key(private))
+        key = private_key_object(private)
+        return cls(private, public_key(key), key)
 
     def __repr__(self) -> str:
         return "StaticIdentity(<redacted>)"
@@ -67,7 +72,8 @@ class Handshake:
         self.precomputed_static_static: bytes | None = None
         self.hash = b""
         self.chain_key = b""
-        self.local_ephemeral = b""
+        self.local_ephemeral = b""  # kept as bytes too, for the key log
+        self.local_ephemeral_key: X25519PrivateKey | None = None
         self.remote_ephemeral = b""
         self.local_index = 0
         self.remote_index = 0
@@ -80,12 +86,13 @@ class Handshake:
     def precompute(self, identity: StaticIdentity | None) -> None:
         """Recompute DH(S_local, S_remote); None marks a low-order or missing key."""
         self.precomputed_static_static = (
-            dh(identity.private, self.remote_static) if identity is not None else None
+            dh(identity.key, self.remote_static) if identity is not None else None
         )
 
     def clear(self) -> None:
         self.state = HandshakeState.ZEROED
         self.hash = self.chain_key = self.local_ephemeral = self.remote_ephemeral = b""
+        self.local_ephemeral_key = None
         self.local_index = self.remote_index = 0
 
 
@@ -107,11 +114,12 @@ def create_initiation(
     h = _mix_hash(INITIAL_HASH, hs.remote_static)
     # e
     eph_priv = clamp(rng(32))
-    eph_pub = public_key(eph_priv)
+    eph_key = private_key_object(eph_priv)
+    eph_pub = public_key(eph_key)
     c = kdf1(c, eph_pub)
     h = _mix_hash(h, eph_pub)
     # es
-    shared = dh(eph_priv, hs.remote_static)
+    shared = dh(eph_key, hs.remote_static)
     if shared is None:
         return None
     c, k = kdf2(c, shared)
@@ -127,6 +135,7 @@ def create_initiation(
     hs.state = HandshakeState.INITIATION_CREATED
     hs.chain_key, hs.hash = c, h
     hs.local_ephemeral = eph_priv
+    hs.local_ephemeral_key = eph_key
     hs.local_index = sender_index
     return Initiation(sender_index, eph_pub, enc_static, enc_ts)
 
@@ -151,7 +160,7 @@ def open_initiation(identity: StaticIdentity, msg: Initiation) -> ConsumedInitia
     c = kdf1(c, msg.ephemeral)
     h = _mix_hash(h, msg.ephemeral)
     # es
-    shared = dh(identity.private, msg.ephemeral)
+    shared = dh(identity.key, msg.ephemeral)
     if shared is None:
         return None
     c, k = kdf2(c, shared)
@@ -200,13 +209,14 @@ def create_response(
     c, h = hs.chain_key, hs.hash
     # e
     eph_priv = clamp(rng(32))
-    eph_pub = public_key(eph_priv)
+    eph_key = private_key_object(eph_priv)
+    eph_pub = public_key(eph_key)
     c = kdf1(c, eph_pub)
     h = _mix_hash(h, eph_pub)
     # ee
-    ee = dh(eph_priv, hs.remote_ephemeral)
+    ee = dh(eph_key, hs.remote_ephemeral)
     # se
-    se = dh(eph_priv, hs.remote_static)
+    se = dh(eph_key, hs.remote_static)
     if ee is None or se is None:
         return None
     c = kdf1(c, ee)
@@ -235,9 +245,9 @@ def consume_response(identity: StaticIdentity, hs: Handshake, msg: Response) -> 
     c = kdf1(c, msg.ephemeral)
     h = _mix_hash(h, msg.ephemeral)
     # ee
-    ee = dh(hs.local_ephemeral, msg.ephemeral)
+    ee = dh(hs.local_ephemeral_key or hs.local_ephemeral, msg.ephemeral)
     # se
-    se = dh(identity.private, msg.ephemeral)
+    se = dh(identity.key, msg.ephemeral)
     if ee is None or se is None:
         return False
     c = kdf1(c, ee)
