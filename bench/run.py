@@ -419,11 +419,20 @@ def with_lab(workdir: Path, name: str, fn: Callable[[Lab], None], res: Results) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="Run as root. Every pair is measured in every round, in a rotated order, "
+        "on fresh namespaces and daemons; the table gives medians, min-max and the "
+        "ratio to wireguard-go<->wireguard-go. Results: results.json and (with the "
+        "bench extra's matplotlib) results.png in --out. A benchmark, not a test: "
+        "the machine's load moves absolute numbers, so compare ratios within a run.",
+    )
     ap.add_argument("--smoke", action="store_true", help="one short round: checks it works")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of every pair (default 3)")
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each TCP test")
-    ap.add_argument("--peers", type=int, default=10000)
+    ap.add_argument("--peers", type=int, default=10000,
+                    help="peers loaded with wg setconf for the memory/load test (default 10000)")
     ap.add_argument("--out", type=Path, default=None, help="directory for results (default: tmp)")
     ap.add_argument("--pairs", default="wg-go-wg-go,wgpyd-wgpyd,wgpyd-wg-go",
                     help="comma-separated pairs to run (table names, with - for <->)")

@@ -3,5 +3,5 @@
 Layers: pure modules (``config``, ``match``, ``limits``, ``health``'s
 ``HealthBook``, ``proxyproto``, ``rules``) and a thin asyncio/socket shell
 (``tproxy``, ``splice``, ``udp``, ``server``, ``control``, ``netsetup``,
-``cli``).  See docs/proxy.md.
+``cli``).  See the README section "wgpy proxy".
 """

@@ -64,7 +64,7 @@ signals:
 exit status:
   0 success, 1 runtime failure, 2 usage or configuration error
 
-See docs/proxy.md for a walkthrough."""
+See the README section "wgpy proxy" for a walkthrough."""
 
 
 class _Parser(argparse.ArgumentParser):
