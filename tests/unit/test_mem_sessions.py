@@ -526,3 +526,23 @@ def test_changing_the_private_key() -> None:
     a_public_before = a.public
     b.device.set_private_key(a.private)
     assert a_public_before not in b.device.peers
+
+
+def test_changing_the_private_key_abandons_a_pending_handshake() -> None:
+    net, a, b = pair()
+    net.send(a, p4(A_IP4, B_IP4, 1))  # a's initiation is in flight
+    init = net.in_flight.pop()
+    pa = peer_of(a, b)
+    pending = pa.handshake.local_index
+    assert pending in a.device._indices
+    a.device.set_private_key(clamp(b"\x17" * 32))
+    # The old handshake's index is freed; b's response to it (mac1'd for a's
+    # old key) is dropped and completes nothing.
+    assert pending not in a.device._indices
+    assert pa.handshake.local_index == 0
+    net.inject(init.src, init.dst, init.data)
+    resp = [w for w in net.in_flight if w.dst == A_EP]
+    net.deliver()
+    assert resp
+    assert drops(a, DropReason.BAD_MAC1) + drops(a, DropReason.UNKNOWN_INDEX) == len(resp)
+    assert a.device.stats.handshakes_completed == 0

@@ -142,6 +142,9 @@ class Device:
         if self.identity is not None and self.identity.public in self.peers:
             self.remove_peer(self.identity.public)
         for peer in self.peers.values():
+            # A handshake begun under the old key can never complete.
+            self.free_handshake_index(peer)
+            peer.handshake.clear()
             peer.handshake.precompute(self.identity)
             peer.expire_current_keypairs()
 
