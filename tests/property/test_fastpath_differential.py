@@ -5,9 +5,9 @@ Two identical MemNets (same seed) get the same traffic; one goes through
 ``encapsulate``/``decapsulate`` packet by packet, the other through the batch
 calls.  Without time passing the wire bytes must be identical (same counters,
 padding, ciphertext); in every case the inner packets delivered and the drop
-counts must be.  (Known, accepted difference: a batch arms the passive
-keepalive once, so two data packets in one batch do not set
-need_another_keepalive; that only shifts later keepalives.)
+counts must be.  (Once time passes, the wire bytes are not compared: a batch
+runs its per-peer timer hooks when it settles, after all its packets, so
+the timers' actions can interleave differently with the data.)
 """
 
 from __future__ import annotations
@@ -120,8 +120,8 @@ def test_batch_paths_match_single_paths(steps: list[tuple], seed: int) -> None:
             single.advance(x, step=5.0)
             batch.advance(x, step=5.0)
             # advance() delivers one by one.  From here the histories may differ
-            # in keepalive timing: decapsulate_batch calls on_data_received once
-            # per batch, decapsulate once per packet (need_another_keepalive).
+            # in when timer actions go out: decapsulate_batch runs the timer
+            # hooks once a batch settles, decapsulate after each packet.
         single.deliver()
         deliver_batched(batch)
         if timeless:

@@ -287,15 +287,6 @@ def socket_path(interface: str, directory: Path = SOCKET_DIR) -> Path:
     return directory / f"{interface}.sock"
 
 
-def list_interfaces(directory: Path = SOCKET_DIR) -> list[str]:
-    """Interfaces with a UAPI socket, sorted, as ``wg show interfaces`` lists them."""
-    try:
-        names = [p.name[: -len(".sock")] for p in directory.iterdir() if p.name.endswith(".sock")]
-    except FileNotFoundError:
-        return []
-    return sorted(names)
-
-
 class UapiClient:
     """A blocking UAPI client for one device.  Each call uses its own connection."""
 

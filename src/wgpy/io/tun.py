@@ -97,16 +97,6 @@ class Tun:
         os.set_blocking(fd, False)
         return tun
 
-    @classmethod
-    def from_fd(cls, fd: int) -> Tun:
-        """Adopt an already-configured TUN fd (``WG_TUN_FD``, as wireguard-go)."""
-        res = fcntl.ioctl(fd, 0x800454D2, bytes(40))  # TUNGETIFF
-        name = res[:IFNAMSIZ].rstrip(b"\0").decode()
-        flags = struct.unpack_from("H", res, IFNAMSIZ)[0]
-        os.set_blocking(fd, False)
-        vnet = bool(flags & IFF_VNET_HDR)
-        return cls(fd, name, vnet, _set_offload(fd) if vnet else 0)
-
     def _ifreq_ioctl(self, request: int, value: int = 0) -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             ifr = struct.pack("16si20x", self.name.encode(), value)

@@ -19,7 +19,8 @@ from nacl.exceptions import CryptoError
 
 from wgpy.protocol.constants import KEY_LEN
 
-_NONCE = struct.Struct("<4xQ")
+# The AEAD nonce: 4 zero bytes, then the counter (little-endian).
+NONCE = struct.Struct("<4xQ")
 ZERO_KEY = bytes(KEY_LEN)
 
 __all__ = [
@@ -93,17 +94,17 @@ def kdf3(key: bytes, data: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 def nonce(counter: int) -> bytes:
-    return _NONCE.pack(counter)
+    return NONCE.pack(counter)
 
 
 def aead_encrypt(key: bytes, counter: int, plaintext: bytes, ad: bytes) -> bytes:
-    return ChaCha20Poly1305(key).encrypt(_NONCE.pack(counter), plaintext, ad)
+    return ChaCha20Poly1305(key).encrypt(NONCE.pack(counter), plaintext, ad)
 
 
 def aead_decrypt(key: bytes, counter: int, ciphertext: bytes, ad: bytes) -> bytes | None:
     """Open, or None when the tag does not verify."""
     try:
-        return ChaCha20Poly1305(key).decrypt(_NONCE.pack(counter), ciphertext, ad)
+        return ChaCha20Poly1305(key).decrypt(NONCE.pack(counter), ciphertext, ad)
     except InvalidTag:
         return None
 

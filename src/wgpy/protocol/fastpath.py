@@ -16,13 +16,12 @@ behaviour and drop accounting are exactly those of ``decapsulate``.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from wgpy.protocol import messages
 from wgpy.protocol.constants import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
-from wgpy.protocol.crypto import InvalidTag
+from wgpy.protocol.crypto import NONCE, InvalidTag
 from wgpy.protocol.errors import DropReason
 from wgpy.protocol.events import Action, Endpoint, LogEvent, SendBatch, WriteTunBatch
 from wgpy.protocol.peer import padded_length
@@ -35,8 +34,8 @@ if TYPE_CHECKING:
 Buffer = bytes | bytearray | memoryview
 _HDR = messages.TRANSPORT_HEADER_SIZE
 _OVERHEAD = messages.TRANSPORT_MIN_SIZE  # header + tag
-_TRANSPORT = struct.Struct("<IIQ")  # type, receiver index, counter
-_NONCE = struct.Struct("<4xQ")  # as crypto.nonce
+_TRANSPORT = messages.TRANSPORT_HEADER
+_NONCE = NONCE
 _NO_ROUTE = object()  # a route-cache miss (None is a cached "no peer")
 
 

@@ -10,14 +10,10 @@ packet costs more than the encryption.
 
 from __future__ import annotations
 
-import struct
-
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from wgpy.protocol.noise import SessionKeys
 from wgpy.protocol.replay import ReplayWindow
-
-_NONCE = struct.Struct("<4xQ")
 
 
 class Keypair:

@@ -20,7 +20,7 @@ MESSAGE_TRANSPORT: Final = 4
 _INITIATION = struct.Struct("<I I 32s 48s 28s 16s 16s")
 _RESPONSE = struct.Struct("<I I I 32s 16s 16s 16s")
 _COOKIE_REPLY = struct.Struct("<I I 24s 32s")
-_TRANSPORT_HEADER = struct.Struct("<I I Q")
+TRANSPORT_HEADER = struct.Struct("<I I Q")  # type, receiver, counter
 
 INITIATION_SIZE: Final = 148
 RESPONSE_SIZE: Final = 92
@@ -31,7 +31,7 @@ KEEPALIVE_SIZE: Final = TRANSPORT_MIN_SIZE
 assert _INITIATION.size == INITIATION_SIZE
 assert _RESPONSE.size == RESPONSE_SIZE
 assert _COOKIE_REPLY.size == COOKIE_REPLY_SIZE
-assert _TRANSPORT_HEADER.size == TRANSPORT_HEADER_SIZE
+assert TRANSPORT_HEADER.size == TRANSPORT_HEADER_SIZE
 
 # Offsets of mac1/mac2: they cover everything before them.
 INITIATION_MAC1_OFFSET: Final = 116
@@ -117,22 +117,18 @@ class TransportHeader:
     counter: int
 
     @staticmethod
-    def pack_into(buf: bytearray | memoryview, receiver: int, counter: int) -> None:
-        _TRANSPORT_HEADER.pack_into(buf, 0, MESSAGE_TRANSPORT, receiver, counter)
-
-    @staticmethod
     def pack(receiver: int, counter: int) -> bytes:
-        return _TRANSPORT_HEADER.pack(MESSAGE_TRANSPORT, receiver, counter)
+        return TRANSPORT_HEADER.pack(MESSAGE_TRANSPORT, receiver, counter)
 
     @classmethod
     def unpack(cls, data: bytes | memoryview) -> TransportHeader:
-        _, receiver, counter = _TRANSPORT_HEADER.unpack_from(data, 0)
+        _, receiver, counter = TRANSPORT_HEADER.unpack_from(data, 0)
         return cls(receiver, counter)
 
 
 def unpack_transport(data: bytes | memoryview) -> tuple[int, int]:
     """(receiver, counter) of a transport message known to be long enough."""
-    _, receiver, counter = _TRANSPORT_HEADER.unpack_from(data, 0)
+    _, receiver, counter = TRANSPORT_HEADER.unpack_from(data, 0)
     return receiver, counter
 
 

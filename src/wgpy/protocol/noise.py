@@ -13,7 +13,6 @@ marked with its token.
 from __future__ import annotations
 
 import enum
-import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -289,7 +288,3 @@ def begin_session(hs: Handshake) -> SessionKeys:
 
 def timestamp_is_newer(hs: Handshake, timestamp: bytes) -> bool:
     return tai64n.after(timestamp, hs.latest_timestamp)
-
-
-def same_key(a: bytes, b: bytes) -> bool:
-    return hmac.compare_digest(a, b)
