@@ -10,6 +10,9 @@ from wgpy.control.uapi import DeviceInfo, PeerInfo, SetRequest, format_endpoint
 from wgpy.protocol import Device
 from wgpy.protocol.events import Action
 
+# Peers whose first initiation one set prepares ahead (Device.want_prepared).
+PREPARE_ON_SET = 64
+
 
 def apply_set(device: Device, req: SetRequest, now: float, wall: float) -> list[Action]:
     """Carry out a validated set request; returns what must be sent as a result."""
@@ -23,6 +26,7 @@ def apply_set(device: Device, req: SetRequest, now: float, wall: float) -> list[
     if req.replace_peers:
         device.remove_all_peers()
     own = device.public_key
+    prepared = 0
     for change in req.peers:
         if own is not None and change.public_key == own:
             continue  # wireguard-go ignores a peer with the device's own key
@@ -39,6 +43,11 @@ def apply_set(device: Device, req: SetRequest, now: float, wall: float) -> list[
             peer.preshared_key = change.preshared_key
         if change.endpoint is not None:
             peer.endpoint = change.endpoint
+            # An endpoint is a wish to talk: make the first initiation while idle,
+            # for a bounded number of peers (a large setconf prepares lazily).
+            if prepared < PREPARE_ON_SET:
+                device.want_prepared(peer)
+                prepared += 1
         if change.replace_allowed_ips:
             device.allowed_ips.remove_peer(peer)
         for net in change.allowed_ips:

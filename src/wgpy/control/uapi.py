@@ -74,8 +74,8 @@ def parse_endpoint(text: str) -> tuple[str, int]:
         if not sep or ":" in host:
             raise ValueError(f"bad endpoint {text!r}")
         ipaddress.IPv4Address(host)
-    if not (port.isascii() and port.isdigit()):
-        raise ValueError(f"bad port in endpoint {text!r}")
+    if not (port.isascii() and port.isdigit()) or len(port) > 5:
+        raise ValueError(f"bad port in endpoint {text[:64]!r}")
     p = int(port)
     if not 0 < p < 65536:
         raise ValueError(f"bad port in endpoint {text!r}")
@@ -206,8 +206,9 @@ def _bool_true(key: str, value: str) -> bool:
 
 def _uint(key: str, value: str, bits: int) -> int:
     # isdigit() alone admits "²" and other Unicode digits int() refuses.
-    if not (value.isascii() and value.isdigit()):
-        raise UapiError(EINVAL, f"invalid {key}: {value!r}")
+    # A length bound first: int() refuses strings of over 4,300 digits.
+    if not (value.isascii() and value.isdigit()) or len(value) > 20:
+        raise UapiError(EINVAL, f"invalid {key}: {value[:40]!r}")
     n = int(value)
     if n >= 1 << bits:
         raise UapiError(EINVAL, f"invalid {key}: {value!r} out of range")

@@ -1,19 +1,19 @@
-"""The event loop around one protocol ``Device``: TUN, UDP, timers and the UAPI.
+"""The I/O around one protocol ``Device``: TUN, UDP, timers and the UAPI.
 
-Theory of operation: a single asyncio loop.  The TUN fd and each UDP socket
-are watched with ``add_reader`` and drained in bounded batches with plain
-``os.read``/``recvfrom`` (asyncio's DatagramProtocol costs ~25 µs a
-datagram; this ~1 µs).  Each input goes to the core with ``now`` from the
-loop's monotonic clock and ``wall`` from ``time.time()``; the actions it
-returns are carried out at once.  One ``call_at`` timer follows the core's
-``next_deadline()``.  The UAPI is served on the same loop, so configuration
-never races the data path.
+Theory of operation: one thread, one ``EventLoop`` (io/loop.py: epoll, not
+asyncio, whose per-wake-up cost showed in ping latency).  The TUN fd and
+each UDP socket are watched with ``add_reader`` and drained in bounded
+batches with plain ``readv``/``recvmsg_into``.  Each input goes to the core
+with ``now`` from the monotonic clock and ``wall`` from ``time.time()``;
+the actions it returns are carried out at once.  One ``call_at`` timer
+follows the core's ``next_deadline()``.  The UAPI is served on the same
+loop, so configuration never races the data path.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -26,8 +26,9 @@ from wgpy.io import offload
 from wgpy.io.batch import GroReceiver, GsoSender, enable_gro
 from wgpy.io.keylog import KeyLog
 from wgpy.io.log import SILENT, Logger
+from wgpy.io.loop import EventLoop, Timer
 from wgpy.io.tun import Tun, datapath_mode
-from wgpy.io.uapi_server import serve_connection
+from wgpy.io.uapi_server import UapiServer
 from wgpy.io.udp import UdpBind
 from wgpy.protocol import Device, HandshakeKeys, LogEvent, SendDatagram, WriteTun
 from wgpy.protocol.events import Action, SendBatch, WriteTunBatch
@@ -48,6 +49,7 @@ class Driver:
         uapi_path: Path,
         logger: Logger,
         keylog: KeyLog | None = None,
+        busy_poll: float = 0.0,
     ) -> None:
         self.device = device
         self.tun = tun
@@ -59,10 +61,11 @@ class Driver:
         self.device.listen_port = bind.port
         self.device.verbose = logger.verbose_enabled
         self.device.keylog = keylog is not None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
+        self._prepare_timer: Timer | None = None
         self._timer_at: float | None = None
-        self._stopping: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._loop = EventLoop(on_error=logger.error, busy_poll=busy_poll)
         self._uapi_ino = os.stat(uapi_path).st_ino
         # The data path: see io/offload.py and io/batch.py; "naive" is one packet
         # per call, kept as a reference for benchmarks (WGPY_DATAPATH).
@@ -76,34 +79,31 @@ class Driver:
         self.exit_reason = ""
 
     # -- lifecycle -----------------------------------------------------------
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        self._stopping = asyncio.Event()
+    def run(self) -> None:
+        """Serve the device until ``stop()``: a signal, the socket or the TUN going away."""
+        loop = self._loop
         loop.add_reader(self.tun.fd, self._on_tun if self.mode == "naive" else self._on_tun_batch)
         self._watch_bind()
-        server = await asyncio.start_unix_server(
-            lambda r, w: serve_connection(r, w, self._uapi), sock=self.uapi_sock
-        )
+        server = UapiServer(loop, self.uapi_sock, self._uapi)
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stop, f"received {signal.Signals(sig).name}")
+            reason = f"received {signal.Signals(sig).name}"
+            loop.add_signal_handler(sig, functools.partial(self.stop, reason))
         loop.add_signal_handler(signal.SIGUSR1, self.dump_stats)
-        watcher = loop.create_task(self._watch_socket())
+        loop.call_later(SOCKET_CHECK_INTERVAL, self._watch_socket)
         self.log.verbose("Device started")
         try:
-            await self._stopping.wait()
+            loop.run()
         finally:
-            watcher.cancel()
             server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1)
             self._shutdown()
+            loop.close()
 
     def stop(self, reason: str) -> None:
-        if self._stopping is not None and not self._stopping.is_set():
+        if not self._stopping:
+            self._stopping = True
             self.exit_reason = reason
             self.log.verbose(f"Shutting down: {reason}")
-            self._stopping.set()
+            self._loop.stop()
 
     def dump_stats(self) -> None:
         """SIGUSR1: one ``INFO:`` line with the device's counters (no secrets), at
@@ -111,7 +111,7 @@ class Driver:
         if self.log.level <= SILENT:
             return
         dev = self.device
-        now = self._loop.time() if self._loop else time.monotonic()
+        now = self._loop.time()
         st = dev.stats
         fields = [
             f"under_load={int(dev.under_load(now))}",
@@ -129,11 +129,9 @@ class Driver:
         self.log.info("stats " + " ".join(fields))
 
     def _shutdown(self) -> None:
-        loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(self.tun.fd)
-            self._unwatch_bind()
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self.tun.fd)
+        self._unwatch_bind()
         if self._timer is not None:
             self._timer.cancel()
         self.device.remove_all_peers()
@@ -145,34 +143,29 @@ class Driver:
         if self.keylog is not None:
             self.keylog.close()
 
-    async def _watch_socket(self) -> None:
+    def _watch_socket(self) -> None:
         # wireguard-go exits when its UAPI socket is removed; so do we.  The
-        # same slow loop keeps the core's MTU in step with the interface.
-        while True:
-            await asyncio.sleep(SOCKET_CHECK_INTERVAL)
-            try:
-                ino = os.stat(self.uapi_path).st_ino
-            except FileNotFoundError:
-                ino = -1
-            if ino != self._uapi_ino:
-                self.stop("UAPI socket removed")
-                return
-            # Padding must follow the interface MTU that ip/wg-quick may change.
-            try:
-                self.device.mtu = self.tun.mtu()
-            except OSError:
-                pass
+        # same slow timer keeps the core's MTU in step with the interface.
+        try:
+            ino = os.stat(self.uapi_path).st_ino
+        except FileNotFoundError:
+            ino = -1
+        if ino != self._uapi_ino:
+            self.stop("UAPI socket removed")
+            return
+        # Padding must follow the interface MTU that ip/wg-quick may change.
+        with contextlib.suppress(OSError):
+            self.device.mtu = self.tun.mtu()
+        self._loop.call_later(SOCKET_CHECK_INTERVAL, self._watch_socket)
 
     def _watch_bind(self) -> None:
-        assert self._loop is not None
         for s in self.bind.sockets():
             if self.mode == "offload":
                 enable_gro(s)
             reader = self._on_udp if self.mode == "naive" else self._on_udp_batch
-            self._loop.add_reader(s.fileno(), reader, s)
+            self._loop.add_reader(s.fileno(), functools.partial(reader, s))
 
     def _unwatch_bind(self) -> None:
-        assert self._loop is not None
         for s in self.bind.sockets():
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(s.fileno())
@@ -182,7 +175,7 @@ class Driver:
         """Drain the TUN, split super-segments, hand the core one batch at a time."""
         fd = self.tun.fd
         dev = self.device
-        now = self._loop.time() if self._loop else time.monotonic()
+        now = self._loop.time()
         wall = time.time()
         vnet = self.tun.vnet_hdr
         buf = self._tun_buf
@@ -220,7 +213,7 @@ class Driver:
     def _on_udp_batch(self, sock: socket.socket) -> None:
         """Drain a UDP socket (GRO reads when enabled), one core batch per source."""
         dev = self.device
-        now = self._loop.time() if self._loop else time.monotonic()
+        now = self._loop.time()
         wall = time.time()
         rx = self._gro
         rx.reset()
@@ -265,7 +258,7 @@ class Driver:
     def _on_tun(self) -> None:
         fd = self.tun.fd
         dev = self.device
-        now = self._loop.time() if self._loop else time.monotonic()
+        now = self._loop.time()
         wall = time.time()
         for _ in range(BATCH):
             try:
@@ -286,7 +279,7 @@ class Driver:
 
     def _on_udp(self, sock: socket.socket) -> None:
         dev = self.device
-        now = self._loop.time() if self._loop else time.monotonic()
+        now = self._loop.time()
         wall = time.time()
         for _ in range(BATCH):
             try:
@@ -342,6 +335,9 @@ class Driver:
 
     # -- timers --------------------------------------------------------------
     def _rearm(self) -> None:
+        if self.device.prepare_pending and self._prepare_timer is None:
+            # Due now: it runs after the events already waiting, before sleeping.
+            self._prepare_timer = self._loop.call_at(0.0, self._prepare)
         nd = self.device.next_deadline()
         if nd == self._timer_at:
             return
@@ -349,20 +345,24 @@ class Driver:
             self._timer.cancel()
             self._timer = None
         self._timer_at = nd
-        if nd is not None and self._loop is not None:
+        if nd is not None:
             self._timer = self._loop.call_at(nd, self._on_timer)
+
+    def _prepare(self) -> None:
+        self._prepare_timer = None
+        self.device.prepare()
+        self._rearm()
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        assert self._loop is not None
         actions = self.device.tick(self._loop.time(), time.time())
         if actions:
             self._carry_out(actions)
         self._rearm()
 
     # -- UAPI ----------------------------------------------------------------
-    async def _uapi(self, op: str, lines: list[str]) -> str:
+    def _uapi(self, op: str, lines: list[str]) -> str:
         if op == "get":
             return format_get(device_info(self.device)) + "errno=0\n\n"
         try:
@@ -389,7 +389,6 @@ class Driver:
             except OSError as e:
                 self.log.error(f"UAPI set: failed to set fwmark: {e.strerror}")
                 return f"errno={EADDRINUSE}\n\n"
-        assert self._loop is not None
         actions = apply_set(self.device, req, self._loop.time(), time.time())
         self.device.listen_port = self.bind.port
         if actions:

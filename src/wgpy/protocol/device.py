@@ -42,6 +42,10 @@ from wgpy.protocol.keypair import Keypair
 from wgpy.protocol.peer import Peer
 from wgpy.protocol.ratelimiter import RateLimiter
 
+# ``prepare``: generations/DHs per call (~60 µs each), and spare responder keys.
+PREPARE_BATCH = 16
+EPHEMERAL_POOL = 2
+
 
 @dataclass
 class DeviceStats:
@@ -95,6 +99,11 @@ class Device:
         # 256-byte refill, not one rng call (a getrandom syscall) per data packet.
         self._jitter_pool = b""
         self._jitter_pos = 0
+        # Handshake work done ahead while idle (``prepare``): peers that want
+        # their next initiation made, and responder ephemerals.
+        self._to_prepare: dict[bytes, None] = {}
+        self._ephemerals: list[noise.Ephemeral] = []
+        self.prepare_pending = False
 
     # -- plumbing for peers ------------------------------------------------
     def jitter(self) -> float:
@@ -105,6 +114,43 @@ class Device:
         self._jitter_pos = pos + 2
         raw = self._jitter_pool[pos] | self._jitter_pool[pos + 1] << 8
         return raw / 65536 * REKEY_TIMEOUT_JITTER_MAX
+
+    # -- work done ahead -------------------------------------------------------
+    def want_prepared(self, peer: Peer) -> None:
+        """Ask ``prepare`` to make ``peer``'s next initiation ahead of need."""
+        if peer.handshake.prepared is None:
+            self._to_prepare[peer.public_key] = None
+            self.prepare_pending = True
+
+    def take_ephemeral(self) -> noise.Ephemeral | None:
+        if self._ephemerals:
+            self.prepare_pending = True
+            return self._ephemerals.pop()
+        return None
+
+    def prepare(self, limit: int = PREPARE_BATCH) -> bool:
+        """Idle work, which the I/O layer runs when ``prepare_pending`` is set and
+        nothing else is waiting: at most ``limit`` key generations and DHs that
+        would otherwise sit in a handshake's latency (noise.PreparedInitiation,
+        a pool of responder ephemerals).  Returns whether work remains."""
+        identity = self.identity
+        if identity is None:
+            self._to_prepare.clear()
+            self.prepare_pending = False
+            return False
+        while limit > 0 and len(self._ephemerals) < EPHEMERAL_POOL:
+            self._ephemerals.append(noise.Ephemeral.generate(self.rng))
+            limit -= 1
+        while limit > 0 and self._to_prepare:
+            key = next(iter(self._to_prepare))
+            del self._to_prepare[key]
+            peer = self.peers.get(key)
+            if peer is None or peer.handshake.prepared is not None:
+                continue
+            peer.handshake.prepared = noise.prepare_initiation(identity, peer.handshake, self.rng)
+            limit -= 1
+        self.prepare_pending = bool(self._to_prepare) or len(self._ephemerals) < EPHEMERAL_POOL
+        return self.prepare_pending
 
     def schedule(self, when: float, peer: Peer) -> None:
         self._seq += 1
@@ -138,6 +184,7 @@ class Device:
         if old is not None and private is not None and old.private == private:
             return
         self.identity = noise.StaticIdentity.from_private(private) if private else None
+        self.prepare_pending = self.identity is not None
         self._cookies.set_public_key(self.identity.public if self.identity else None)
         if self.identity is not None and self.identity.public in self.peers:
             self.remove_peer(self.identity.public)
@@ -331,7 +378,7 @@ class Device:
     def _send_response(self, peer: Peer, now: float, out: list[Action]) -> None:
         hs = peer.handshake
         index = self.allocate_index(peer, None)
-        resp = noise.create_response(hs, index, self.rng)
+        resp = noise.create_response(hs, index, self.rng, self.take_ephemeral())
         if resp is None:
             self.release_index(index)
             hs.clear()

@@ -78,12 +78,16 @@ class Handshake:
         self.remote_index = 0
         self.latest_timestamp = bytes(12)
         self.last_initiation_consumption = float("-inf")
+        # The next initiation's first steps, made ahead (``Device.prepare``); it
+        # survives ``clear()``: it belongs to no handshake yet.
+        self.prepared: PreparedInitiation | None = None
 
     def __repr__(self) -> str:
         return f"Handshake(state={self.state.name})"
 
     def precompute(self, identity: StaticIdentity | None) -> None:
         """Recompute DH(S_local, S_remote); None marks a low-order or missing key."""
+        self.prepared = None
         self.precomputed_static_static = (
             dh(identity.key, self.remote_static) if identity is not None else None
         )
@@ -99,26 +103,56 @@ def _mix_hash(h: bytes, data: bytes) -> bytes:
     return hash_(h, data)
 
 
-def create_initiation(
-    identity: StaticIdentity,
-    hs: Handshake,
-    sender_index: int,
-    rng: Callable[[int], bytes],
-    wall: float,
-) -> Initiation | None:
-    """Build message 1 (without MACs); None if the peer's key is unusable."""
+@dataclass(slots=True)
+class Ephemeral:
+    """A fresh ephemeral key pair, drawn before it is needed (see ``Device.prepare``)."""
+
+    private: bytes
+    key: X25519PrivateKey
+    public: bytes
+
+    @classmethod
+    def generate(cls, rng: Callable[[int], bytes]) -> Ephemeral:
+        private = clamp(rng(32))
+        key = private_key_object(private)
+        return cls(private, key, public_key(key))
+
+    def __repr__(self) -> str:
+        return "Ephemeral(<redacted>)"
+
+
+@dataclass(slots=True)
+class PreparedInitiation:
+    """Message 1 up to its {t} step: e, es, s and ss depend on neither the time nor
+    the sender index, so they can be computed while the device is idle.  Used at
+    most once; valid only for the keys it was made with."""
+
+    ephemeral: Ephemeral
+    encrypted_static: bytes
+    chain_key: bytes  # after ss
+    hash: bytes  # after s
+    timestamp_key: bytes
+    local_static: bytes
+    remote_static: bytes
+
+    def __repr__(self) -> str:
+        return "PreparedInitiation(<redacted>)"
+
+
+def prepare_initiation(
+    identity: StaticIdentity, hs: Handshake, rng: Callable[[int], bytes]
+) -> PreparedInitiation | None:
+    """The e, es, s and ss steps of message 1; None if the peer's key is unusable."""
     if hs.precomputed_static_static is None:
         return None
     c = INITIAL_CHAIN_KEY
     h = _mix_hash(INITIAL_HASH, hs.remote_static)
     # e
-    eph_priv = clamp(rng(32))
-    eph_key = private_key_object(eph_priv)
-    eph_pub = public_key(eph_key)
-    c = kdf1(c, eph_pub)
-    h = _mix_hash(h, eph_pub)
+    eph = Ephemeral.generate(rng)
+    c = kdf1(c, eph.public)
+    h = _mix_hash(h, eph.public)
     # es
-    shared = dh(eph_key, hs.remote_static)
+    shared = dh(eph.key, hs.remote_static)
     if shared is None:
         return None
     c, k = kdf2(c, shared)
@@ -127,16 +161,35 @@ def create_initiation(
     h = _mix_hash(h, enc_static)
     # ss
     c, k = kdf2(c, hs.precomputed_static_static)
+    return PreparedInitiation(eph, enc_static, c, h, k, identity.public, hs.remote_static)
+
+
+def create_initiation(
+    identity: StaticIdentity,
+    hs: Handshake,
+    sender_index: int,
+    rng: Callable[[int], bytes],
+    wall: float,
+) -> Initiation | None:
+    """Build message 1 (without MACs); None if the peer's key is unusable.
+
+    Takes ``hs.prepared`` if it was made for these keys, else does every step."""
+    pre = hs.prepared
+    hs.prepared = None
+    if pre is None or pre.local_static != identity.public or pre.remote_static != hs.remote_static:
+        pre = prepare_initiation(identity, hs, rng)
+        if pre is None:
+            return None
     # {t}
-    enc_ts = aead_encrypt(k, 0, tai64n.tai64n(wall), h)
-    h = _mix_hash(h, enc_ts)
+    enc_ts = aead_encrypt(pre.timestamp_key, 0, tai64n.tai64n(wall), pre.hash)
+    h = _mix_hash(pre.hash, enc_ts)
 
     hs.state = HandshakeState.INITIATION_CREATED
-    hs.chain_key, hs.hash = c, h
-    hs.local_ephemeral = eph_priv
-    hs.local_ephemeral_key = eph_key
+    hs.chain_key, hs.hash = pre.chain_key, h
+    hs.local_ephemeral = pre.ephemeral.private
+    hs.local_ephemeral_key = pre.ephemeral.key
     hs.local_index = sender_index
-    return Initiation(sender_index, eph_pub, enc_static, enc_ts)
+    return Initiation(sender_index, pre.ephemeral.public, pre.encrypted_static, enc_ts)
 
 
 @dataclass
@@ -200,22 +253,25 @@ def accept_initiation(hs: Handshake, done: ConsumedInitiation, now: float) -> No
 
 
 def create_response(
-    hs: Handshake, sender_index: int, rng: Callable[[int], bytes]
+    hs: Handshake,
+    sender_index: int,
+    rng: Callable[[int], bytes],
+    ephemeral: Ephemeral | None = None,
 ) -> Response | None:
-    """Build message 2 (without MACs) after an initiation was consumed."""
+    """Build message 2 (without MACs) after an initiation was consumed; the
+    ephemeral key is ``ephemeral`` (unused before) or drawn now."""
     if hs.state is not HandshakeState.INITIATION_CONSUMED:
         return None
     c, h = hs.chain_key, hs.hash
     # e
-    eph_priv = clamp(rng(32))
-    eph_key = private_key_object(eph_priv)
-    eph_pub = public_key(eph_key)
+    eph = ephemeral if ephemeral is not None else Ephemeral.generate(rng)
+    eph_pub = eph.public
     c = kdf1(c, eph_pub)
     h = _mix_hash(h, eph_pub)
     # ee
-    ee = dh(eph_key, hs.remote_ephemeral)
+    ee = dh(eph.key, hs.remote_ephemeral)
     # se
-    se = dh(eph_key, hs.remote_static)
+    se = dh(eph.key, hs.remote_static)
     if ee is None or se is None:
         return None
     c = kdf1(c, ee)
@@ -229,7 +285,7 @@ def create_response(
 
     hs.state = HandshakeState.RESPONSE_CREATED
     hs.chain_key, hs.hash = c, h
-    hs.local_ephemeral = eph_priv
+    hs.local_ephemeral = eph.private
     hs.local_index = sender_index
     return Response(sender_index, hs.remote_index, eph_pub, empty)
 

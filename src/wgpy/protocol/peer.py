@@ -226,6 +226,7 @@ class Peer:
             self._log(out, "Refusing to send a handshake: the peer's public key is low-order")
             return
         data = self.cookies.add_macs(msg.pack(), now)
+        dev.want_prepared(self)  # for a retry or the next rekey
         self.timers.on_any_authenticated_packet_traversal(now)
         self.timers.on_any_authenticated_packet_sent(now)
         if self.endpoint is not None:

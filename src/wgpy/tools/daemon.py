@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import secrets
 import sys
@@ -39,16 +38,30 @@ environment:
                                    are never logged.  In the background,
                                    stderr is kept only when LOG_LEVEL is set.
   WGPY_KEYLOG=FILE                 as --keylog.
+  WGPY_BUSY_POLL=USEC              as --busy-poll.
 
 exit status:
   0 on a clean shutdown, 1 when the device cannot be created (not root,
   the interface or its socket already exists, bad arguments)."""
 
 
+DEFAULT_BUSY_POLL_US = 1000
+
+
+def _busy_poll(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of microseconds: {text!r}") from None
+    if not 0 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError("must be between 0 and 1000000 microseconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="wgpyd",
-        usage="wgpyd [-f/--foreground] [--keylog FILE] INTERFACE",
+        usage="wgpyd [-f/--foreground] [--keylog FILE] [--busy-poll USEC] INTERFACE",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -65,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
         "Wireshark's wg.keylog_file, so captures can be decrypted: "
         "tshark -o wg.keylog_file:FILE. Off by default. Whoever reads FILE can "
         "decrypt the sessions it records.",
+    )
+    p.add_argument(
+        "--busy-poll",
+        metavar="USEC",
+        type=_busy_poll,
+        default=os.environ.get("WGPY_BUSY_POLL", str(DEFAULT_BUSY_POLL_US)),
+        help="after traffic, keep polling for USEC microseconds before sleeping, "
+        "yielding the CPU to any other runnable task (default "
+        f"{DEFAULT_BUSY_POLL_US}; 0 turns it off). A reply that comes within "
+        "that time finds wgpyd awake and its caches warm: about a third off a "
+        "ping's round trip, for CPU time only while traffic flows.",
     )
     p.add_argument("--mtu", type=int, default=DEFAULT_MTU, help=argparse.SUPPRESS)
     p.add_argument("--version", action="version", version=f"wgpyd {__version__}")
@@ -135,11 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         _daemonize(keep_stderr=bool(level_text) and logger.level != SILENT)
     device = Device(secrets.token_bytes)
     device.mtu = args.mtu
-    driver = Driver(device, tun, bind, uapi_sock, path, logger, keylog)
+    driver = Driver(device, tun, bind, uapi_sock, path, logger, keylog, args.busy_poll / 1e6)
     try:
-        asyncio.run(driver.run())
+        driver.run()
     except KeyboardInterrupt:
-        pass
+        pass  # before the loop took SIGINT over
     logger.verbose("Shutting down")
     return 0
 
