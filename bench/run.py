@@ -65,6 +65,7 @@ METRICS = [
     Metric("udp64_pps", "UDP 64-byte packets/s", "kpps", True, 1e3),
     Metric("udp1420_pps", "UDP 1420-byte packets/s", "kpps", True, 1e3),
     Metric("ping_ms", "ping RTT", "ms", False),
+    Metric("ping_cpu_ms", "CPU per ping (both daemons)", "ms", False),
     Metric("handshake_ms", "wg set endpoint -> first reply", "ms", False),
     Metric("cpu_s_per_gb", "CPU s per GB (both daemons, TCP 1)", "s/GB", False),
     Metric("rss_mb", "resident memory (sender, after traffic)", "MB", False),
@@ -219,7 +220,11 @@ def run_pair(lab: Lab, pair: tuple[str, str], res: Results, s: Settings, flood: 
     p = build_pair(lab, pair)
     for v in measure_handshake(p, s.handshakes):
         res.add(row, "handshake_ms", v)
+    # CPU too: a lower RTT bought with busy polling should show its price.
+    cpu0 = cpu_seconds(p.pid_a) + cpu_seconds(p.pid_b)
     res.add(row, "ping_ms", ping_rtt(lab, p.a.ns, s.pings))
+    cpu1 = cpu_seconds(p.pid_a) + cpu_seconds(p.pid_b)
+    res.add(row, "ping_cpu_ms", (cpu1 - cpu0) / s.pings * 1e3)
     tcp_run(p, res, row, "tcp1", "", s)
     if s.full:
         tcp_run(p, res, row, "tcp4", "-P 4", s)
