@@ -12,11 +12,14 @@ loop, so configuration never races the data path.
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import functools
 import os
 import signal
 import socket
+import termios
 import time
 from pathlib import Path
 
@@ -37,6 +40,8 @@ BATCH = 256
 TUN_BATCH_PACKETS = 128
 MAX_DATAGRAM = 65535
 SOCKET_CHECK_INTERVAL = 1.0
+# TUN wake-ups closer than this count as a burst (see _on_tun_batch).
+TUN_BURST_GAP = 0.0002
 
 
 class Driver:
@@ -73,6 +78,9 @@ class Driver:
         if tun.vnet_hdr and self.mode == "naive":
             self.mode = "batch"  # the naive path cannot read vnet headers
         self._tun_buf = bytearray(offload.VNET_HDR_LEN + MAX_DATAGRAM)
+        self._tun_drain = False
+        self._tun_last_wake = float("-inf")
+        self._fionread = array.array("i", [0])
         self._gro = GroReceiver()
         self._gso = GsoSender()
         self._gso.gso = self.mode == "offload"
@@ -172,7 +180,13 @@ class Driver:
 
     # -- data path -----------------------------------------------------------
     def _on_tun_batch(self) -> None:
-        """Drain the TUN, split super-segments, hand the core one batch at a time."""
+        """Drain the TUN, split super-segments, hand the core one batch at a time.
+
+        A TUN has no FIONREAD, and the read that ends a drain raises EAGAIN: ~40 µs
+        of exception handling when the process was asleep, on every ping.  So
+        sparse traffic reads once a wake-up (epoll is level-triggered: anything
+        left wakes us at once), and a burst (several packets a wake-up, or
+        wake-ups back to back) drains, for the batching."""
         fd = self.tun.fd
         dev = self.device
         now = self._loop.time()
@@ -180,7 +194,10 @@ class Driver:
         vnet = self.tun.vnet_hdr
         buf = self._tun_buf
         packets: list[bytearray] = []
-        for _ in range(BATCH):
+        drain = self._tun_drain or now - self._tun_last_wake < TUN_BURST_GAP
+        self._tun_last_wake = now
+        reads = 0
+        for _ in range(BATCH if drain else 1):
             try:
                 if vnet:
                     n = os.readv(fd, (buf,))
@@ -196,6 +213,7 @@ class Driver:
             if not n:
                 self.stop("TUN device closed")
                 return
+            reads += 1
             if vnet:
                 try:
                     offload.split(memoryview(buf)[:n], packets)
@@ -208,6 +226,7 @@ class Driver:
                 packets = []
         if packets:
             self._carry_out(dev.encapsulate_batch(packets, now, wall))
+        self._tun_drain = reads > 1
         self._rearm()
 
     def _on_udp_batch(self, sock: socket.socket) -> None:
@@ -237,6 +256,11 @@ class Driver:
                 batch = []
             source = addr
             batch.extend(datagrams)
+            # FIONREAD instead of a read that fails with EAGAIN: ~20 µs less on
+            # a cold wake-up (see _on_tun_batch).
+            fcntl.ioctl(sock.fileno(), termios.FIONREAD, self._fionread)
+            if not self._fionread[0]:
+                break
         if batch and source is not None:
             self._carry_out(dev.decapsulate_batch(batch, source, now, wall))
         self._rearm()

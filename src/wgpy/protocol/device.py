@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 import ipaddress
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wgpy.protocol import fastpath, ippacket, messages, noise
@@ -247,23 +247,13 @@ class Device:
         peer.send_packet(packet, now, wall, out)
         return out
 
-    def encapsulate_batch(
-        self, packets: Sequence[bytes | bytearray | memoryview], now: float, wall: float
-    ) -> list[Action]:
-        """Many IP packets from the TUN, in order: as ``encapsulate``, but each peer's
-        transport datagrams come as one ``SendBatch`` (see ``fastpath``)."""
-        return fastpath.encapsulate_batch(self, packets, now, wall)
-
-    def decapsulate_batch(
-        self,
-        datagrams: Sequence[bytes | bytearray | memoryview],
-        source: Endpoint,
-        now: float,
-        wall: float,
-    ) -> list[Action]:
-        """Many UDP datagrams from one ``source``, in order: as ``decapsulate``, but
-        the inner packets come as ``WriteTunBatch`` actions (see ``fastpath``)."""
-        return fastpath.decapsulate_batch(self, datagrams, source, now, wall)
+    # Many IP packets from the TUN, in order: as ``encapsulate``, but each
+    # peer's transport datagrams come as one ``SendBatch``; many UDP datagrams
+    # from one source: as ``decapsulate``, the inner packets as
+    # ``WriteTunBatch`` (see ``fastpath``).  The functions themselves, not
+    # wrappers: one call less per wake-up.
+    encapsulate_batch = fastpath.encapsulate_batch
+    decapsulate_batch = fastpath.decapsulate_batch
 
     # -- inbound -------------------------------------------------------------
     def decapsulate(

@@ -67,25 +67,13 @@ def encapsulate_batch(
             continue
         if peer is not gpeer:
             if gpeer is not None:
-                _send_group(dev, gpeer, group, now, wall, out)
+                send_batch(gpeer, group, now, wall, out)
             group = []
             gpeer = peer
         group.append(pkt)
     if gpeer is not None:
-        _send_group(dev, gpeer, group, now, wall, out)
+        send_batch(gpeer, group, now, wall, out)
     return out
-
-
-def _send_group(
-    dev: Device, peer: Peer, packets: list[Buffer], now: float, wall: float, out: list[Action]
-) -> None:
-    if peer.endpoint is None:
-        dev.stats.drop(DropReason.NO_ENDPOINT, len(packets))
-        return
-    if dev.identity is None:
-        dev.stats.drop(DropReason.NO_PRIVATE_KEY, len(packets))
-        return
-    send_batch(peer, packets, now, wall, out)
 
 
 def send_batch(
@@ -95,12 +83,18 @@ def send_batch(
     kp = peer.keypairs.current
     endpoint = peer.endpoint
     n = len(packets)
+    if endpoint is None:
+        peer.device.stats.drop(DropReason.NO_ENDPOINT, n)
+        return
+    if peer.device.identity is None:
+        peer.device.stats.drop(DropReason.NO_PRIVATE_KEY, n)
+        return
+    # Peer._usable, inlined; the counter checked for the whole batch.
     if (
         peer.staged
         or kp is None
-        or endpoint is None
-        or not peer._usable(kp, now)
         or kp.send_counter + n >= REJECT_AFTER_MESSAGES
+        or now - kp.created >= REJECT_AFTER_TIME
     ):
         for p in packets:
             peer.send_packet(bytes(p), now, wall, out)
@@ -118,9 +112,7 @@ def send_batch(
     _seal_all(kp, packets, sizes, memoryview(buf))
     out.append(SendBatch(endpoint, buf, sizes))
     peer.tx_bytes += len(buf)
-    peer.timers.on_any_authenticated_packet_traversal(now)
-    peer.timers.on_any_authenticated_packet_sent(now)
-    peer.timers.on_data_sent(now)
+    peer.timers.on_data_batch_sent(now)
     peer._keep_key_fresh_sending(kp, now, wall, out)
 
 
@@ -260,9 +252,4 @@ def _settle_peer(t: _Touched, source: Endpoint, now: float, wall: float, out: li
     peer.endpoint = source
     peer.rx_bytes += t.rx
     peer.keep_key_fresh_receiving(now, wall, out)
-    peer.timers.on_any_authenticated_packet_traversal(now)
-    peer.timers.on_any_authenticated_packet_received(now)
-    # Per packet, the hook arms the keepalive timer once and then only flags
-    # "need another"; two calls have the effect of any larger number.
-    for _ in range(min(t.data, 2)):
-        peer.timers.on_data_received(now)
+    peer.timers.on_data_batch_received(now, t.data)
