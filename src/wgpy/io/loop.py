@@ -71,6 +71,7 @@ class EventLoop:
         """``on_error`` receives the report of a callback that raised (default:
         stderr); ``busy_poll`` is how long (seconds) to keep polling after an event."""
         self.busy_poll = busy_poll
+        self._awake_until = 0.0
         self._ep = select.epoll()
         self._readers: dict[int, Callback] = {}
         self._writers: dict[int, Callback] = {}
@@ -155,6 +156,12 @@ class EventLoop:
                 self._run(cb)
 
     # -- running -------------------------------------------------------------
+    def keep_awake(self, until: float) -> None:
+        """Busy-poll until ``until`` (monotonic), when busy polling is on: for a
+        callback that knows a reply is coming later than ``busy_poll``."""
+        if self.busy_poll and until > self._awake_until:
+            self._awake_until = until
+
     def stop(self) -> None:
         self._stopped = True
 
@@ -185,7 +192,7 @@ class EventLoop:
             if spin_until:
                 events = poll(0)
                 if events:
-                    spin_until = monotonic() + spin
+                    spin_until = max(spin_until, monotonic() + spin)
                 elif monotonic() >= spin_until:
                     spin_until = 0.0
                 else:
@@ -216,6 +223,9 @@ class EventLoop:
                     if not timer.cancelled:
                         timer.cancelled = True  # it has run: a late cancel() is a no-op
                         self._run(timer.callback)
+            if self._awake_until:
+                spin_until = max(spin_until, self._awake_until)
+                self._awake_until = 0.0
 
     def _report(self) -> None:
         # Called from an ``except`` block: format_exc() sees that exception.
