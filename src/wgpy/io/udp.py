@@ -80,7 +80,7 @@ class UdpBind:
     def socket_for(self, endpoint: Endpoint) -> socket.socket | None:
         return self.v6 if ":" in endpoint[0] else self.v4
 
-    def send(self, data: bytes, endpoint: Endpoint) -> bool:
+    def send(self, data: bytes | bytearray, endpoint: Endpoint) -> bool:
         """Send one datagram; False when it could not be sent (dropped, as UDP)."""
         s = self.v6 if ":" in endpoint[0] else self.v4
         if s is None:

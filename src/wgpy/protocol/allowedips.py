@@ -153,6 +153,9 @@ class AllowedIPs(Generic[T]):
     def __init__(self) -> None:
         self._v4: _Trie[T] = _Trie(32)
         self._v6: _Trie[T] = _Trie(128)
+        # The tries are never replaced: the data path calls these directly.
+        self.lookup4 = self._v4.lookup
+        self.lookup6 = self._v6.lookup
         # peer -> ordered prefixes it owns: (bits, masked key, cidr) -> None
         self._by_peer: dict[T, dict[tuple[int, int, int], None]] = {}
 

@@ -36,6 +36,7 @@ _HDR = messages.TRANSPORT_HEADER_SIZE
 _OVERHEAD = messages.TRANSPORT_MIN_SIZE  # header + tag
 _TRANSPORT = messages.TRANSPORT_HEADER
 _NONCE = NONCE
+_KIND = messages.MESSAGE_TRANSPORT
 _NO_ROUTE = object()  # a route-cache miss (None is a cached "no peer")
 
 
@@ -47,7 +48,8 @@ def encapsulate_batch(
     gpeer: Peer | None = None
     last_dst: bytes | None = None
     peer: Peer | None = None
-    lookup = dev.allowed_ips.lookup
+    lookup4 = dev.allowed_ips.lookup4
+    lookup6 = dev.allowed_ips.lookup6
     for pkt in packets:
         # ippacket.destination, inlined; the address bytes (4 or 16) key the cache.
         size = len(pkt)
@@ -60,7 +62,7 @@ def encapsulate_batch(
             dev.stats.drop(DropReason.NOT_IP)
             continue
         if dst != last_dst:
-            peer = lookup(32 if v == 4 else 128, int.from_bytes(dst, "big"))
+            peer = (lookup4 if v == 4 else lookup6)(int.from_bytes(dst, "big"))
             last_dst = dst
         if peer is None:
             dev.stats.drop(DropReason.NO_ROUTE)
@@ -109,18 +111,10 @@ def send_batch(
             size = padded[length] = padded_length(length, mtu) + _OVERHEAD
         sizes.append(size)
     buf = bytearray(sum(sizes))
-    _seal_all(kp, packets, sizes, memoryview(buf))
-    out.append(SendBatch(endpoint, buf, sizes))
-    peer.tx_bytes += len(buf)
-    peer.timers.on_data_batch_sent(now)
-    peer._keep_key_fresh_sending(kp, now, wall, out)
-
-
-def _seal_all(kp: Keypair, packets: Sequence[Buffer], sizes: list[int], mv: memoryview) -> None:
+    mv = memoryview(buf)
     seal = kp.send.encrypt_into
     pack = _TRANSPORT.pack_into
     pack_nonce = _NONCE.pack
-    kind = messages.MESSAGE_TRANSPORT
     receiver = kp.remote_index
     counter = kp.send_counter
     off = 0
@@ -128,11 +122,15 @@ def _seal_all(kp: Keypair, packets: Sequence[Buffer], sizes: list[int], mv: memo
         pad = size - _OVERHEAD - len(p)
         if pad:
             p = bytes(p) + bytes(pad)
-        pack(mv, off, kind, receiver, counter)
+        pack(mv, off, _KIND, receiver, counter)
         seal(pack_nonce(counter), p, None, mv[off + _HDR : off + size])
         counter += 1
         off += size
     kp.send_counter = counter
+    out.append(SendBatch(endpoint, buf, sizes))
+    peer.tx_bytes += len(buf)
+    peer.timers.on_data_batch_sent(now)
+    peer._keep_key_fresh_sending(kp, now, wall, out)
 
 
 class _Touched:
@@ -168,7 +166,8 @@ def decapsulate_batch(
     indices = dev._indices
     unpack = _TRANSPORT.unpack_from
     pack_nonce = _NONCE.pack
-    lookup = dev.allowed_ips.lookup
+    lookup4 = dev.allowed_ips.lookup4
+    lookup6 = dev.allowed_ips.lookup6
     for d in datagrams:
         size = len(d)
         # Type 4 as a little-endian u32: d[0] == 4 and d[1:4] zero.
@@ -236,7 +235,7 @@ def decapsulate_batch(
             continue
         owner = routes.get(src, _NO_ROUTE)
         if owner is _NO_ROUTE:
-            owner = routes[src] = lookup(32 if v == 4 else 128, int.from_bytes(src, "big"))
+            owner = routes[src] = (lookup4 if v == 4 else lookup6)(int.from_bytes(src, "big"))
         if owner is not tp.peer:
             dev._drop(DropReason.DISALLOWED_SOURCE, source, out)
             continue
