@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -73,23 +74,39 @@ def hmac_(key: bytes, data: bytes) -> bytes:
     return hashlib.blake2s(key.translate(_OPAD) + inner.digest()).digest()
 
 
+def _hmac_keyed(key: bytes) -> tuple[Any, Any]:
+    """The inner and outer BLAKE2s states of HMAC under ``key`` (32 bytes or
+    less), to be ``copy()``-ed for each message: the KDFs below make two or
+    three HMACs under one key."""
+    key = key.ljust(64, b"\0")
+    return hashlib.blake2s(key.translate(_IPAD)), hashlib.blake2s(key.translate(_OPAD))
+
+
+def _hmac_with(states: tuple[Any, Any], data: bytes) -> bytes:
+    inner = states[0].copy()
+    inner.update(data)
+    outer = states[1].copy()
+    outer.update(inner.digest())
+    return outer.digest()  # type: ignore[no-any-return]
+
+
 def kdf1(key: bytes, data: bytes) -> bytes:
     t0 = hmac_(key, data)
     return hmac_(t0, b"\x01")
 
 
 def kdf2(key: bytes, data: bytes) -> tuple[bytes, bytes]:
-    t0 = hmac_(key, data)
-    t1 = hmac_(t0, b"\x01")
-    t2 = hmac_(t0, t1 + b"\x02")
+    t0 = _hmac_keyed(hmac_(key, data))
+    t1 = _hmac_with(t0, b"\x01")
+    t2 = _hmac_with(t0, t1 + b"\x02")
     return t1, t2
 
 
 def kdf3(key: bytes, data: bytes) -> tuple[bytes, bytes, bytes]:
-    t0 = hmac_(key, data)
-    t1 = hmac_(t0, b"\x01")
-    t2 = hmac_(t0, t1 + b"\x02")
-    t3 = hmac_(t0, t2 + b"\x03")
+    t0 = _hmac_keyed(hmac_(key, data))
+    t1 = _hmac_with(t0, b"\x01")
+    t2 = _hmac_with(t0, t1 + b"\x02")
+    t3 = _hmac_with(t0, t2 + b"\x03")
     return t1, t2, t3
 
 
