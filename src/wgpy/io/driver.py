@@ -441,5 +441,9 @@ class Driver:
         self.device.listen_port = self.bind.port
         if actions:
             self._carry_out(actions)
+        if req.peers:
+            # A changed peer is usually about to be used (wg-quick up, a new
+            # endpoint): be awake for its first packet, as for a handshake.
+            self._loop.keep_awake(self._loop.time() + HANDSHAKE_BUSY_POLL)
         self._rearm()
         return "errno=0\n\n"
