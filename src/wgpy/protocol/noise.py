@@ -16,8 +16,6 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
 from wgpy.protocol import tai64n
 from wgpy.protocol.constants import CONSTRUCTION, IDENTIFIER, KEY_LEN
 from wgpy.protocol.crypto import (
@@ -29,7 +27,6 @@ from wgpy.protocol.crypto import (
     kdf1,
     kdf2,
     kdf3,
-    private_key_object,
     public_key,
 )
 from wgpy.protocol.messages import Initiation, Response
@@ -50,12 +47,10 @@ class HandshakeState(enum.Enum):
 class StaticIdentity:
     private: bytes
     public: bytes
-    key: X25519PrivateKey  # ``private``, loaded once for the DHs of every handshake
 
     @classmethod
     def from_private(cls, private: bytes) -> StaticIdentity:
-        key = private_key_object(private)
-        return cls(private, public_key(key), key)
+        return cls(private, public_key(private))
 
     def __repr__(self) -> str:
         return "StaticIdentity(<redacted>)"
@@ -71,8 +66,7 @@ class Handshake:
         self.precomputed_static_static: bytes | None = None
         self.hash = b""
         self.chain_key = b""
-        self.local_ephemeral = b""  # kept as bytes too, for the key log
-        self.local_ephemeral_key: X25519PrivateKey | None = None
+        self.local_ephemeral = b""
         self.remote_ephemeral = b""
         self.local_index = 0
         self.remote_index = 0
@@ -89,13 +83,12 @@ class Handshake:
         """Recompute DH(S_local, S_remote); None marks a low-order or missing key."""
         self.prepared = None
         self.precomputed_static_static = (
-            dh(identity.key, self.remote_static) if identity is not None else None
+            dh(identity.private, self.remote_static) if identity is not None else None
         )
 
     def clear(self) -> None:
         self.state = HandshakeState.ZEROED
         self.hash = self.chain_key = self.local_ephemeral = self.remote_ephemeral = b""
-        self.local_ephemeral_key = None
         self.local_index = self.remote_index = 0
 
 
@@ -108,14 +101,12 @@ class Ephemeral:
     """A fresh ephemeral key pair, drawn before it is needed (see ``Device.prepare``)."""
 
     private: bytes
-    key: X25519PrivateKey
     public: bytes
 
     @classmethod
     def generate(cls, rng: Callable[[int], bytes]) -> Ephemeral:
         private = clamp(rng(32))
-        key = private_key_object(private)
-        return cls(private, key, public_key(key))
+        return cls(private, public_key(private))
 
     def __repr__(self) -> str:
         return "Ephemeral(<redacted>)"
@@ -152,7 +143,7 @@ def prepare_initiation(
     c = kdf1(c, eph.public)
     h = _mix_hash(h, eph.public)
     # es
-    shared = dh(eph.key, hs.remote_static)
+    shared = dh(eph.private, hs.remote_static)
     if shared is None:
         return None
     c, k = kdf2(c, shared)
@@ -187,7 +178,6 @@ def create_initiation(
     hs.state = HandshakeState.INITIATION_CREATED
     hs.chain_key, hs.hash = pre.chain_key, h
     hs.local_ephemeral = pre.ephemeral.private
-    hs.local_ephemeral_key = pre.ephemeral.key
     hs.local_index = sender_index
     return Initiation(sender_index, pre.ephemeral.public, pre.encrypted_static, enc_ts)
 
@@ -212,7 +202,7 @@ def open_initiation(identity: StaticIdentity, msg: Initiation) -> ConsumedInitia
     c = kdf1(c, msg.ephemeral)
     h = _mix_hash(h, msg.ephemeral)
     # es
-    shared = dh(identity.key, msg.ephemeral)
+    shared = dh(identity.private, msg.ephemeral)
     if shared is None:
         return None
     c, k = kdf2(c, shared)
@@ -269,9 +259,9 @@ def create_response(
     c = kdf1(c, eph_pub)
     h = _mix_hash(h, eph_pub)
     # ee
-    ee = dh(eph.key, hs.remote_ephemeral)
+    ee = dh(eph.private, hs.remote_ephemeral)
     # se
-    se = dh(eph.key, hs.remote_static)
+    se = dh(eph.private, hs.remote_static)
     if ee is None or se is None:
         return None
     c = kdf1(c, ee)
@@ -300,9 +290,9 @@ def consume_response(identity: StaticIdentity, hs: Handshake, msg: Response) -> 
     c = kdf1(c, msg.ephemeral)
     h = _mix_hash(h, msg.ephemeral)
     # ee
-    ee = dh(hs.local_ephemeral_key or hs.local_ephemeral, msg.ephemeral)
+    ee = dh(hs.local_ephemeral, msg.ephemeral)
     # se
-    se = dh(identity.key, msg.ephemeral)
+    se = dh(identity.private, msg.ephemeral)
     if ee is None or se is None:
         return False
     c = kdf1(c, ee)
