@@ -226,3 +226,49 @@ def test_parse_set_refuses_huge_numbers_with_einval(line: str) -> None:
     key = "00" * 32
     with pytest.raises(UapiError):
         parse_set([f"public_key={key}", "endpoint=10.0.0.1:" + "5" * 9000])
+
+
+class _CountingEpoll:
+    """Wraps the loop's epoll to record each poll's timeout."""
+
+    def __init__(self, ep: object) -> None:
+        self.ep = ep
+        self.timeouts: list[float] = []
+
+    def poll(self, timeout: float = -1) -> list[tuple[int, int]]:
+        self.timeouts.append(timeout)
+        return self.ep.poll(timeout)  # type: ignore[attr-defined,no-any-return]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.ep, name)
+
+
+@pytest.mark.parametrize("busy", [0.0, 0.03])
+def test_busy_polling_after_an_event_then_sleeping(busy: float) -> None:
+    loop = EventLoop(busy_poll=busy)
+    a, b = socket.socketpair()
+    try:
+        b.setblocking(False)
+        loop.add_reader(b.fileno(), lambda: b.recv(16))
+        counting = _CountingEpoll(loop._ep)
+        loop._ep = counting  # type: ignore[assignment]
+        loop.call_later(0.01, lambda: a.send(b"x"))
+        loop.call_later(0.15, loop.stop)
+        loop.run()
+        zero = sum(1 for t in counting.timeouts if t == 0)
+        if busy:
+            # Spun for ~30 ms after the byte, then slept until the stop timer.
+            assert zero >= 10
+            assert counting.timeouts[-1] > 0.05
+        else:
+            assert zero <= 2  # only when a timer was exactly due
+        # keep_awake is ignored when busy polling is off.
+        loop.keep_awake(loop.time() + 10)
+        if busy:
+            assert loop._awake_until > loop.time() + 5
+        else:
+            assert loop._awake_until == 0.0
+    finally:
+        loop.close()
+        a.close()
+        b.close()
