@@ -252,6 +252,8 @@ def coalesce(packets: Sequence[Buffer]) -> list[list[Buffer]]:
     The first buffer of each write is the vnet header.  Order within a flow
     is kept; different flows may be reordered relative to each other.
     """
+    if len(packets) == 1:
+        return [[DATA_VALID_HDR, packets[0]]]  # what a run of one becomes; a ping's path
     writes: list[list[Buffer] | _Run] = []
     open_runs: dict[bytes, _Run] = {}
     unpack_u32 = _U32.unpack_from

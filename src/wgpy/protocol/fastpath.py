@@ -154,15 +154,6 @@ def decapsulate_batch(
     last_receiver = -1
     kp: Keypair | None = None
     tp: _Touched | None = None
-
-    def settle() -> None:
-        if plain:
-            out.append(WriteTunBatch(plain.copy()))
-            plain.clear()
-        for t in touched.values():
-            _settle_peer(t, source, now, wall, out)
-        touched.clear()
-
     indices = dev._indices
     unpack = _TRANSPORT.unpack_from
     pack_nonce = _NONCE.pack
@@ -195,7 +186,7 @@ def decapsulate_batch(
             # check() also refuses counters at or past REJECT_AFTER_MESSAGES.
             fast = kp is not None and replay.check(counter)
         if not fast:
-            settle()
+            _settle(out, plain, touched, source, now, wall)
             last_receiver = -1
             out.extend(dev.decapsulate(bytes(d), source, now, wall))
             continue
@@ -240,8 +231,26 @@ def decapsulate_batch(
             dev._drop(DropReason.DISALLOWED_SOURCE, source, out)
             continue
         plain.append(p[:length] if length < plen else p)
-    settle()
+    _settle(out, plain, touched, source, now, wall)
     return out
+
+
+def _settle(
+    out: list[Action],
+    plain: list[bytes],
+    touched: dict[int, _Touched],
+    source: Endpoint,
+    now: float,
+    wall: float,
+) -> None:
+    """Emit what the batch so far decrypted and apply what it did to each peer
+    (a function, not a closure: closures turn the loop's locals into cells)."""
+    if plain:
+        out.append(WriteTunBatch(plain.copy()))
+        plain.clear()
+    for t in touched.values():
+        _settle_peer(t, source, now, wall, out)
+    touched.clear()
 
 
 def _settle_peer(t: _Touched, source: Endpoint, now: float, wall: float, out: list[Action]) -> None:
