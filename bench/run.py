@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import json
 import os
 import shutil
@@ -410,6 +411,9 @@ def check_tools() -> str | None:
     for tool in ("wireguard-go", "wg", "iperf3", "ping"):
         if shutil.which(tool) is None:
             return f"needs {tool}"
+    # Without it every wgpyd pair fails on its own and the table comes out empty.
+    if shutil.which("wgpyd") is None and importlib.util.find_spec("wgpy") is None:
+        return "needs wgpyd: run ./scripts/setup.sh (or pip install -e .) first"
     return None
 
 
