@@ -228,10 +228,7 @@ class Driver:
                 self.stop("TUN device closed")
                 return
             reads += 1
-            if vnet and buf[1] == offload.GSO_NONE and not buf[0] & offload.F_NEEDS_CSUM:
-                # One finished packet (a ping, say): what split() would do, one call less.
-                packets.append(buf[offload.VNET_HDR_LEN : n])
-            elif vnet:
+            if vnet:
                 try:
                     offload.split(memoryview(buf)[:n], packets)
                 except offload.OffloadError as e:
@@ -339,9 +336,6 @@ class Driver:
             kind = type(act)
             if kind is SendBatch:
                 assert isinstance(act, SendBatch)
-                if len(act.sizes) == 1:
-                    self.bind.send(act.data, act.endpoint)  # no runs to cut
-                    continue
                 sock = self.bind.socket_for(act.endpoint)
                 if sock is not None:
                     self._gso.send(sock, act.data, act.sizes, act.endpoint)
@@ -357,15 +351,7 @@ class Driver:
                     self._loop.keep_awake(self._loop.time() + HANDSHAKE_BUSY_POLL)
             elif kind is WriteTun:
                 assert isinstance(act, WriteTun)
-                try:
-                    if self.tun.vnet_hdr:
-                        os.writev(self.tun.fd, (offload.DATA_VALID_HDR, act.packet))
-                    else:
-                        os.write(self.tun.fd, act.packet)
-                except (BlockingIOError, InterruptedError):
-                    pass  # the TUN queue is full: drop, as a NIC would
-                except OSError as e:
-                    self.log.error(f"Failed to write packet to TUN device: {e.strerror}")
+                self._write_tun([act.packet])
             elif kind is LogEvent:
                 assert isinstance(act, LogEvent)
                 if act.verbose and act.rate_limited:

@@ -53,10 +53,9 @@ _WRITE = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
 class Timer:
     """A pending ``call_at``; ``cancel()`` keeps it from running."""
 
-    __slots__ = ("when", "callback", "cancelled")
+    __slots__ = ("callback", "cancelled")
 
-    def __init__(self, when: float, callback: Callback) -> None:
-        self.when = when
+    def __init__(self, callback: Callback) -> None:
         self.callback = callback
         self.cancelled = False
 
@@ -125,7 +124,7 @@ class EventLoop:
 
     # -- timers --------------------------------------------------------------
     def call_at(self, when: float, callback: Callback) -> Timer:
-        timer = Timer(when, callback)
+        timer = Timer(callback)
         heapq.heappush(self._timers, (when, next(self._seq), timer))
         return timer
 
@@ -181,14 +180,6 @@ class EventLoop:
         spin_until = 0.0
         monotonic = time.monotonic
         while not self._stopped:
-            timeout = -1.0
-            while timers:
-                when, _, timer = timers[0]
-                if timer.cancelled:
-                    heapq.heappop(timers)
-                    continue
-                timeout = max(0.0, when - monotonic())
-                break
             if spin_until:
                 events = poll(0)
                 if events:
@@ -198,6 +189,14 @@ class EventLoop:
                 else:
                     os.sched_yield()
             else:
+                timeout = -1.0  # the next live timer, looked up only to sleep
+                while timers:
+                    when, _, timer = timers[0]
+                    if timer.cancelled:
+                        heapq.heappop(timers)
+                        continue
+                    timeout = max(0.0, when - monotonic())
+                    break
                 events = poll(timeout)
                 if spin and events:
                     spin_until = monotonic() + spin
@@ -217,7 +216,7 @@ class EventLoop:
                         except Exception:
                             self._report()
             if timers:
-                now = time.monotonic()
+                now = monotonic()
                 while timers and timers[0][0] <= now:
                     timer = heapq.heappop(timers)[2]
                     if not timer.cancelled:
