@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from wgpy.protocol import Device, HandshakeKeys, LogEvent, SendDatagram, WriteTun
+from wgpy.protocol import Device, HandshakeKeys, LogEvent, SendDatagram, WriteTun, messages
 from wgpy.protocol import events as _events
 from wgpy.protocol.crypto import clamp, public_key
 from wgpy.protocol.events import Action, Endpoint
@@ -196,10 +196,19 @@ def pair(seed: int = 1, psk: bytes | None = None, endpoints: bool = True
     return net, a, b
 
 
-def kind(data: bytes) -> int:
-    """The message type of a datagram (0 if invalid)."""
-    t = int.from_bytes(data[:4], "little") if len(data) >= 4 else 0
-    return t if 1 <= t <= 4 else 0
+# The message type of a datagram (0 if invalid), and the types, short for tests.
+kind = messages.message_type
+INIT, RESP, COOKIE, DATA = (
+    messages.MESSAGE_INITIATION,
+    messages.MESSAGE_RESPONSE,
+    messages.MESSAGE_COOKIE_REPLY,
+    messages.MESSAGE_TRANSPORT,
+)
+
+
+def p4(src: str, dst: str, n: int = 20) -> bytes:
+    """An IPv4 packet of ``n`` payload bytes, each ``n`` (sizes tell packets apart)."""
+    return ipv4_packet(src, dst, bytes([n & 0xFF]) * n)
 
 
 def wires(net: MemNet, src: Node | None = None, msg_type: int | None = None) -> list[Wire]:

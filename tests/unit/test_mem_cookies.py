@@ -12,9 +12,12 @@ from memnet import (
     A_IP4,
     B_EP,
     B_IP4,
+    COOKIE,
+    INIT,
+    RESP,
     MemNet,
     Node,
-    ipv4_packet,
+    p4,
     pair,
     wires,
 )
@@ -30,12 +33,6 @@ from wgpy.protocol.constants import (
 )
 from wgpy.protocol.cookie import CookieChecker, CookieGenerator, MacState
 from wgpy.protocol.ratelimiter import RateLimiter
-
-INIT, RESP, COOKIE, DATA = 1, 2, 3, 4
-
-
-def p4(src: str, dst: str, n: int = 20) -> bytes:
-    return ipv4_packet(src, dst, bytes([n & 0xFF]) * n)
 
 
 def peer_of(node: Node, other: Node):  # type: ignore[no-untyped-def]

@@ -16,23 +16,21 @@ from memnet import (
     B_EP,
     B_IP4,
     B_IP6,
+    DATA,
+    INIT,
+    RESP,
     MemNet,
     Node,
     Wire,
     ipv4_packet,
     ipv6_packet,
+    p4,
     pair,
     wires,
 )
 from wgpy.protocol import DropReason, LogEvent, messages
 from wgpy.protocol.constants import MAX_STAGED_PACKETS, REKEY_TIMEOUT
 from wgpy.protocol.crypto import clamp, public_key
-
-INIT, RESP, COOKIE, DATA = 1, 2, 3, 4
-
-
-def p4(src: str, dst: str, n: int = 20) -> bytes:
-    return ipv4_packet(src, dst, bytes([n & 0xFF]) * n)
 
 
 def establish(net: MemNet, a: Node, b: Node) -> None:

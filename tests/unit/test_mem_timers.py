@@ -9,9 +9,11 @@ from memnet import (
     A_IP4,
     B_EP,
     B_IP4,
+    DATA,
+    INIT,
     MemNet,
     Node,
-    ipv4_packet,
+    p4,
     pair,
     wires,
 )
@@ -28,12 +30,7 @@ from wgpy.protocol.constants import (
     REKEY_TIMEOUT_JITTER_MAX,
 )
 
-INIT, RESP, COOKIE, DATA = 1, 2, 3, 4
 JITTER = REKEY_TIMEOUT_JITTER_MAX
-
-
-def p4(src: str, dst: str, n: int = 20) -> bytes:
-    return ipv4_packet(src, dst, bytes([n & 0xFF]) * n)
 
 
 def establish(net: MemNet, a: Node, b: Node) -> None:

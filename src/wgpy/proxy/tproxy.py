@@ -39,42 +39,41 @@ def family_of(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def tcp_listener(host: str, port: int, backlog: int = 4096) -> socket.socket:
-    """A transparent, non-blocking TCP listening socket at ``host:port``."""
+def _listener(
+    host: str, port: int, kind: int, backlog: int | None = None, origdst: bool = False
+) -> socket.socket:
+    """A transparent, non-blocking socket of ``kind`` bound to ``host:port``;
+    listening with ``backlog`` if given; reporting each datagram's original
+    destination if ``origdst``."""
     fam = family_of(host)
-    s = socket.socket(fam, socket.SOCK_STREAM)
+    s = socket.socket(fam, kind)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         _transparent(s, fam)
         if fam == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if origdst and fam == socket.AF_INET6:
+            s.setsockopt(SOL_IPV6, IPV6_RECVORIGDSTADDR, 1)
+        elif origdst:
+            s.setsockopt(SOL_IP, IP_RECVORIGDSTADDR, 1)
         s.bind((host, port))
-        s.listen(backlog)
+        if backlog is not None:
+            s.listen(backlog)
         s.setblocking(False)
     except OSError:
         s.close()
         raise
     return s
+
+
+def tcp_listener(host: str, port: int, backlog: int = 4096) -> socket.socket:
+    """A transparent, non-blocking TCP listening socket at ``host:port``."""
+    return _listener(host, port, socket.SOCK_STREAM, backlog=backlog)
 
 
 def udp_listener(host: str, port: int) -> socket.socket:
     """A transparent UDP socket that reports each datagram's original destination."""
-    fam = family_of(host)
-    s = socket.socket(fam, socket.SOCK_DGRAM)
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        _transparent(s, fam)
-        if fam == socket.AF_INET6:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            s.setsockopt(SOL_IPV6, IPV6_RECVORIGDSTADDR, 1)
-        else:
-            s.setsockopt(SOL_IP, IP_RECVORIGDSTADDR, 1)
-        s.bind((host, port))
-        s.setblocking(False)
-    except OSError:
-        s.close()
-        raise
-    return s
+    return _listener(host, port, socket.SOCK_DGRAM, origdst=True)
 
 
 def parse_origdst(ancdata: list[tuple[int, int, bytes]]) -> tuple[str, int] | None:

@@ -8,10 +8,12 @@ so commands can print wg's ``perror``-style messages.
 
 from __future__ import annotations
 
+import contextlib
 import errno as errno_mod
 import os
 import socket
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from wgpy.control import uapi
@@ -78,27 +80,29 @@ def _check(name: str) -> None:
         raise DeviceError(errno_mod.EBADF)
 
 
-def get_device(name: str) -> DeviceInfo:
-    """:raises DeviceError: with the errno wg would report."""
-    _check(name)
+@contextlib.contextmanager
+def _device_errors() -> Iterator[None]:
+    """Turn what talking to a device can raise into ``DeviceError``, with the errno
+    wg would report (the device's own errno made positive)."""
     try:
-        return UapiClient(name, socket_dir()).get()
+        yield
     except UapiError as e:
         raise DeviceError(e.errno) from None
     except UapiProtocolError:
         raise DeviceError(errno_mod.EPROTO) from None
     except OSError as e:
         raise DeviceError(e.errno or errno_mod.EIO) from None
+
+
+def get_device(name: str) -> DeviceInfo:
+    """:raises DeviceError: with the errno wg would report."""
+    _check(name)
+    with _device_errors():
+        return UapiClient(name, socket_dir()).get()
 
 
 def set_device(name: str, lines: list[str]) -> None:
     """:raises DeviceError: with the errno the device answered (made positive)."""
     _check(name)
-    try:
+    with _device_errors():
         UapiClient(name, socket_dir()).set(lines)
-    except UapiError as e:
-        raise DeviceError(e.errno) from None
-    except UapiProtocolError:
-        raise DeviceError(errno_mod.EPROTO) from None
-    except OSError as e:
-        raise DeviceError(e.errno or errno_mod.EIO) from None
