@@ -68,12 +68,18 @@ def parse_endpoint(text: str) -> tuple[str, int]:
         host, sep, port = text[1:].partition("]:")
         if not sep:
             raise ValueError(f"bad endpoint {text!r}")
-        ipaddress.IPv6Address(host.split("%")[0])
+        family, address = socket.AF_INET6, host.split("%")[0]
     else:
         host, sep, port = text.rpartition(":")
         if not sep or ":" in host:
             raise ValueError(f"bad endpoint {text!r}")
-        ipaddress.IPv4Address(host)
+        family, address = socket.AF_INET, host
+    try:
+        # A C call, not ipaddress's parser: a ``wg set ... endpoint`` is
+        # usually followed by traffic, and its latency is part of that.
+        socket.inet_pton(family, address)
+    except (OSError, ValueError):
+        raise ValueError(f"bad address in endpoint {text[:64]!r}") from None
     if not (port.isascii() and port.isdigit()) or len(port) > 5:
         raise ValueError(f"bad port in endpoint {text[:64]!r}")
     p = int(port)
