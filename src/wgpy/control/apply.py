@@ -10,7 +10,7 @@ from wgpy.control.uapi import DeviceInfo, PeerInfo, SetRequest, format_endpoint
 from wgpy.protocol import Device
 from wgpy.protocol.events import Action
 
-# Peers whose first initiation one set prepares ahead (Device.want_prepared).
+# Peers whose first handshake messages one set prepares ahead (Device.want_prepared).
 PREPARE_ON_SET = 64
 
 
@@ -35,6 +35,7 @@ def apply_set(device: Device, req: SetRequest, now: float, wall: float) -> list[
             if peer is not None:
                 device.remove_peer(change.public_key)
             continue
+        added = peer is None
         if peer is None:
             if change.update_only:
                 continue
@@ -43,11 +44,12 @@ def apply_set(device: Device, req: SetRequest, now: float, wall: float) -> list[
             peer.preshared_key = change.preshared_key
         if change.endpoint is not None:
             peer.endpoint = change.endpoint
-            # An endpoint is a wish to talk: make the first initiation while idle,
-            # for a bounded number of peers (a large setconf prepares lazily).
-            if prepared < PREPARE_ON_SET:
-                device.want_prepared(peer)
-                prepared += 1
+        # A new peer or an endpoint is a wish to talk: make the first handshake
+        # message (ours or our answer) while idle, for a bounded number of
+        # peers (a large setconf prepares the rest lazily).
+        if (added or change.endpoint is not None) and prepared < PREPARE_ON_SET:
+            device.want_prepared(peer)
+            prepared += 1
         if change.replace_allowed_ips:
             device.allowed_ips.remove_peer(peer)
         for net in change.allowed_ips:

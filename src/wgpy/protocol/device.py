@@ -66,6 +66,9 @@ class _IndexEntry:
     keypair: Keypair | None  # None: the index names the peer's pending handshake
 
 
+SOURCE_CACHE = 256
+
+
 def _source_bytes(endpoint: Endpoint) -> tuple[bytes, bytes]:
     """(packed address, packed address ‖ port) of a UDP source, for cookies and limits."""
     host = endpoint[0]
@@ -110,9 +113,12 @@ class Device:
         # 256-byte refill, not one rng call (a getrandom syscall) per data packet.
         self._jitter_pool = b""
         self._jitter_pos = 0
+        # Handshake sources, parsed: peers send from the same few endpoints,
+        # and the parse is ~20-50 µs when the process has just woken up.
+        self._sources: dict[Endpoint, tuple[bytes, bytes]] = {}
         # Handshake work done ahead while idle (``prepare``): peers that want
         # their next initiation made, and responder ephemerals.
-        self._to_prepare: dict[bytes, None] = {}
+        self._to_prepare: dict[bytes, bool] = {}  # peer key -> initiation wanted too
         self._ephemerals: list[noise.Ephemeral] = []
         self.prepare_pending = False
 
@@ -127,10 +133,14 @@ class Device:
         return raw / 65536 * REKEY_TIMEOUT_JITTER_MAX
 
     # -- work done ahead -------------------------------------------------------
-    def want_prepared(self, peer: Peer) -> None:
-        """Ask ``prepare`` to make ``peer``'s next initiation ahead of need."""
-        if peer.handshake.prepared is None:
-            self._to_prepare[peer.public_key] = None
+    def want_prepared(self, peer: Peer, initiation: bool = True) -> None:
+        """Ask ``prepare`` to make ``peer``'s next response, and with
+        ``initiation`` its next initiation, ahead of need."""
+        hs = peer.handshake
+        if hs.prepared_response is None or (initiation and hs.prepared is None):
+            self._to_prepare[peer.public_key] = initiation or self._to_prepare.get(
+                peer.public_key, False
+            )
             self.prepare_pending = True
 
     def take_ephemeral(self) -> noise.Ephemeral | None:
@@ -143,7 +153,8 @@ class Device:
         """Idle work, which the I/O layer runs when ``prepare_pending`` is set and
         nothing else is waiting: at most ``limit`` key generations and DHs that
         would otherwise sit in a handshake's latency (noise.PreparedInitiation,
-        a pool of responder ephemerals).  Returns whether work remains."""
+        noise.PreparedResponse, a pool of responder ephemerals for the peers
+        without one).  Returns whether work remains."""
         identity = self.identity
         if identity is None:
             self._to_prepare.clear()
@@ -154,12 +165,17 @@ class Device:
             limit -= 1
         while limit > 0 and self._to_prepare:
             key = next(iter(self._to_prepare))
-            del self._to_prepare[key]
+            initiation = self._to_prepare.pop(key)
             peer = self.peers.get(key)
-            if peer is None or peer.handshake.prepared is not None:
+            if peer is None:
                 continue
-            peer.handshake.prepared = noise.prepare_initiation(identity, peer.handshake, self.rng)
-            limit -= 1
+            hs = peer.handshake
+            if initiation and hs.prepared is None:
+                hs.prepared = noise.prepare_initiation(identity, hs, self.rng)
+                limit -= 1
+            if hs.prepared_response is None:
+                hs.prepared_response = noise.prepare_response(hs, self.rng)
+                limit -= 1
         self.prepare_pending = bool(self._to_prepare) or len(self._ephemerals) < EPHEMERAL_POOL
         return self.prepare_pending
 
@@ -309,11 +325,17 @@ class Device:
         self, data: bytes, source: Endpoint, now: float, wall: float, out: list[Action]
     ) -> None:
         self._note_handshake_load(now)
-        try:
-            ip, src = _source_bytes(source)
-        except ValueError:
-            self._drop(DropReason.MALFORMED, source, out)
-            return
+        parsed = self._sources.get(source)
+        if parsed is None:
+            try:
+                parsed = _source_bytes(source)
+            except ValueError:
+                self._drop(DropReason.MALFORMED, source, out)
+                return
+            if len(self._sources) >= SOURCE_CACHE:
+                self._sources.clear()  # a flood of sources: no worse than no cache
+            self._sources[source] = parsed
+        ip, src = parsed
         state = self._cookies.check(data, src, now)
         if state is MacState.INVALID_MAC1:
             self._drop(DropReason.BAD_MAC1, source, out)
@@ -379,7 +401,8 @@ class Device:
     def _send_response(self, peer: Peer, now: float, out: list[Action]) -> None:
         hs = peer.handshake
         index = self.allocate_index(peer, None)
-        resp = noise.create_response(hs, index, self.rng, self.take_ephemeral())
+        spare = self.take_ephemeral() if hs.prepared_response is None else None
+        resp = noise.create_response(hs, index, self.rng, spare)
         if resp is None:
             self.release_index(index)
             hs.clear()
@@ -397,6 +420,10 @@ class Device:
         peer.last_sent_handshake = now
         peer.timers.on_any_authenticated_packet_traversal(now)
         peer.timers.on_any_authenticated_packet_sent(now)
+        if not self.under_load(now):
+            # Its next handshake will likely come from it again (whoever sends
+            # first after REKEY_AFTER_TIME); under a flood, no work ahead.
+            self.want_prepared(peer, initiation=False)
         if self.verbose:
             out.append(LogEvent(True, f"{peer.name} - Sending handshake response"))
         assert peer.endpoint is not None  # set from the initiation's source

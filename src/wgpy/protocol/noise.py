@@ -72,9 +72,11 @@ class Handshake:
         self.remote_index = 0
         self.latest_timestamp = bytes(12)
         self.last_initiation_consumption = float("-inf")
-        # The next initiation's first steps, made ahead (``Device.prepare``); it
-        # survives ``clear()``: it belongs to no handshake yet.
+        # The next initiation's first steps, and the next response's ephemeral
+        # and se, made ahead (``Device.prepare``); they survive ``clear()``:
+        # they belong to no handshake yet.
         self.prepared: PreparedInitiation | None = None
+        self.prepared_response: PreparedResponse | None = None
 
     def __repr__(self) -> str:
         return f"Handshake(state={self.state.name})"
@@ -128,6 +130,27 @@ class PreparedInitiation:
 
     def __repr__(self) -> str:
         return "PreparedInitiation(<redacted>)"
+
+
+@dataclass(slots=True)
+class PreparedResponse:
+    """Message 2's ephemeral key and its se secret, DH(e_responder, S_initiator):
+    neither depends on the initiation, only on the peer's static key, so the
+    responder can compute them while idle and do one DH fewer (of three) while
+    the initiator waits.  Used at most once."""
+
+    ephemeral: Ephemeral
+    se: bytes
+
+    def __repr__(self) -> str:
+        return "PreparedResponse(<redacted>)"
+
+
+def prepare_response(hs: Handshake, rng: Callable[[int], bytes]) -> PreparedResponse | None:
+    """A fresh ephemeral and its se with the peer; None if the peer's key is unusable."""
+    eph = Ephemeral.generate(rng)
+    se = dh(eph.private, hs.remote_static)
+    return PreparedResponse(eph, se) if se is not None else None
 
 
 def prepare_initiation(
@@ -248,20 +271,28 @@ def create_response(
     rng: Callable[[int], bytes],
     ephemeral: Ephemeral | None = None,
 ) -> Response | None:
-    """Build message 2 (without MACs) after an initiation was consumed; the
-    ephemeral key is ``ephemeral`` (unused before) or drawn now."""
+    """Build message 2 (without MACs) after an initiation was consumed.
+
+    Takes ``hs.prepared_response`` if there is one; else the ephemeral key is
+    ``ephemeral`` (unused before) or drawn now."""
     if hs.state is not HandshakeState.INITIATION_CONSUMED:
         return None
+    pre = hs.prepared_response
+    hs.prepared_response = None
     c, h = hs.chain_key, hs.hash
     # e
-    eph = ephemeral if ephemeral is not None else Ephemeral.generate(rng)
+    se: bytes | None
+    if pre is not None:
+        eph, se = pre.ephemeral, pre.se
+    else:
+        eph = ephemeral if ephemeral is not None else Ephemeral.generate(rng)
+        se = dh(eph.private, hs.remote_static)
     eph_pub = eph.public
     c = kdf1(c, eph_pub)
     h = _mix_hash(h, eph_pub)
     # ee
     ee = dh(eph.private, hs.remote_ephemeral)
-    # se
-    se = dh(eph.private, hs.remote_static)
+    # se (above)
     if ee is None or se is None:
         return None
     c = kdf1(c, ee)
