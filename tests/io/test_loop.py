@@ -272,3 +272,48 @@ def test_busy_polling_after_an_event_then_sleeping(busy: float) -> None:
         loop.close()
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("busy", [0.0, 0.03])
+def test_idle_work_waits_for_events_and_busy_polling(busy: float) -> None:
+    loop = EventLoop(busy_poll=busy)
+    a, b = socket.socketpair()
+    order: list[tuple[str, float]] = []
+    try:
+        b.setblocking(False)
+        a.send(b"xyz")
+
+        def on_readable() -> None:
+            order.append(("read", loop.time()))
+            b.recv(1)  # one byte a call: the fd stays readable for two more rounds
+
+        def idle() -> None:
+            order.append(("idle", loop.time()))
+
+        loop.add_reader(b.fileno(), on_readable)
+        loop.call_when_idle(idle)
+        loop.call_later(0.2, loop.stop)
+        loop.run()
+        assert [k for k, _ in order] == ["read", "read", "read", "idle"]
+        # With busy polling, idle work waits until the polling after the last event ends.
+        assert order[-1][1] - order[-2][1] >= busy * 0.9
+    finally:
+        loop.close()
+        a.close()
+        b.close()
+
+
+def test_idle_work_that_requeues_itself_lets_timers_run(loop: EventLoop) -> None:
+    ran: list[str] = []
+
+    def chunk() -> None:
+        ran.append("chunk")
+        if ran.count("chunk") < 50:
+            loop.call_when_idle(chunk)
+
+    loop.call_at(0.0, lambda: ran.append("timer"))
+    loop.call_when_idle(chunk)
+    _stop_after(loop, 0.1)
+    loop.run()
+    assert ran.count("chunk") == 50
+    assert ran.index("timer") < 49  # not held back until the idle work ran out

@@ -13,6 +13,8 @@ the latency wgpyd added.  This loop is the whole of what wgpyd needs:
 * ``add_reader``/``add_writer``: level-triggered epoll callbacks;
 * ``call_at``/``call_later``: one-shot timers on the monotonic clock,
   cancellable, run in deadline order;
+* ``call_when_idle``: work that may wait, run once the loop is about to
+  sleep (busy polling over, nothing waiting);
 * signals: ``set_wakeup_fd`` makes a signal end the ``epoll.poll`` at once,
   and its handler runs from the loop, never in the middle of a callback;
 * busy polling: after events, keep polling without sleeping for
@@ -76,6 +78,7 @@ class EventLoop:
         self._writers: dict[int, Callback] = {}
         self._masks: dict[int, int] = {}
         self._timers: list[tuple[float, int, Timer]] = []
+        self._idle: list[Callback] = []
         self._seq = itertools.count()
         self._signals: dict[int, Callback] = {}
         self._old_handlers: dict[int, object] = {}
@@ -130,6 +133,14 @@ class EventLoop:
 
     def call_later(self, delay: float, callback: Callback) -> Timer:
         return self.call_at(self.time() + delay, callback)
+
+    def call_when_idle(self, callback: Callback) -> None:
+        """Run ``callback`` once, when the loop next has nothing to do and is
+        about to sleep.  For work done ahead of need: run right after the
+        events that asked for it, it would sit in front of the reply they are
+        waiting for (and, with two processes sharing a vCPU, in front of the
+        peer that the send just woke on it)."""
+        self._idle.append(callback)
 
     # -- signals -------------------------------------------------------------
     def add_signal_handler(self, sig: int, callback: Callback) -> None:
@@ -189,15 +200,24 @@ class EventLoop:
                 else:
                     os.sched_yield()
             else:
-                timeout = -1.0  # the next live timer, looked up only to sleep
-                while timers:
-                    when, _, timer = timers[0]
-                    if timer.cancelled:
-                        heapq.heappop(timers)
-                        continue
-                    timeout = max(0.0, when - monotonic())
-                    break
-                events = poll(timeout)
+                if self._idle:
+                    # Idle work first, if nothing is waiting; then round again
+                    # (timers included) before sleeping.
+                    events = poll(0)
+                    if not events:
+                        idle, self._idle = self._idle, []
+                        for work in idle:
+                            self._run(work)
+                else:
+                    timeout = -1.0  # the next live timer, looked up only to sleep
+                    while timers:
+                        when, _, timer = timers[0]
+                        if timer.cancelled:
+                            heapq.heappop(timers)
+                            continue
+                        timeout = max(0.0, when - monotonic())
+                        break
+                    events = poll(timeout)
                 if spin and events:
                     spin_until = monotonic() + spin
             for fd, ev in events:

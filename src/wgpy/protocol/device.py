@@ -43,7 +43,7 @@ from wgpy.protocol.peer import Peer
 from wgpy.protocol.ratelimiter import RateLimiter
 
 # ``prepare``: generations/DHs per call (~60 µs each), and spare responder keys.
-PREPARE_BATCH = 16
+PREPARE_BATCH = 4
 EPHEMERAL_POOL = 2
 
 
