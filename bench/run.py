@@ -10,7 +10,7 @@ rotated order, each on a fresh pair of namespaces and daemons, so that the
 noise of a shared machine falls on all of them alike.  Then it loads 10,000
 peers into each implementation, and floods each as a responder with
 handshake initiations.  Per round, ping RTT is the median of 200 echoes
-(10 ms apart) and the handshake probe runs 8 times.  It prints medians with
+(10 ms apart) and the handshake probe runs 16 times.  It prints medians with
 min-max and the ratio to wireguard-go<->wireguard-go, and writes results.json (every sample) and
 results.png (if matplotlib is installed: ``pip install wgpy[bench]``).
 
@@ -401,7 +401,7 @@ def settings(args: argparse.Namespace) -> Settings:
         return Settings(rounds=1, seconds=1, udp_seconds=1, pings=10, handshakes=1,
                         peers=100, flood_seconds=0.5, full=False)
     return Settings(rounds=args.rounds, seconds=args.seconds, udp_seconds=3, pings=200,
-                    handshakes=8, peers=args.peers, flood_seconds=2, full=True)
+                    handshakes=16, peers=args.peers, flood_seconds=2, full=True)
 
 
 def check_tools() -> str | None:
