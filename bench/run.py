@@ -4,10 +4,12 @@
     sudo python3 bench/run.py --rounds 5 --out /tmp/wgbench
     sudo python3 bench/run.py --smoke         # a few seconds: checks that it works
 
-Each round runs every pair (wireguard-go<->wireguard-go, wgpyd<->wgpyd,
-wgpyd<->wireguard-go; the first named is the sender, in namespace A) in a
-rotated order, each on a fresh pair of namespaces and daemons, so that the
-noise of a shared machine falls on all of them alike.  Then it loads 10,000
+Each round brings up every pair (wireguard-go<->wireguard-go, wgpyd<->wgpyd,
+wgpyd<->wireguard-go; the first named is the sender, in namespace A) on a
+fresh pair of namespaces and daemons, all at once.  Latency (handshake
+probes, pings) is measured alternating between the pairs in short slices,
+throughput one pair at a time in a rotated order, so that the drifting load
+of a shared machine falls on all of them alike.  Then it loads 10,000
 peers into each implementation, and floods each as a responder with
 handshake initiations.  Per round, ping RTT is the median of 200 echoes
 (10 ms apart) and the handshake probe runs 16 times.  It prints medians with
@@ -22,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import importlib.util
 import json
+import math
 import os
 import shutil
 import signal
@@ -48,6 +52,7 @@ PY = "wgpyd"
 PAIRS: list[tuple[str, str]] = [(GO, GO), (PY, PY), (PY, GO)]
 REFERENCE = (GO, GO)
 TUN_A, TUN_B = "10.78.0.1", "10.78.0.2"
+PING_SLICE = 20  # echoes per pair before the next pair's turn
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -159,26 +164,20 @@ def probe(lab: Lab, ns: str, *args: str, timeout: float = 60) -> dict[str, Any]:
     return result
 
 
-def measure_handshake(p: Pair, n: int) -> list[float]:
-    out = []
-    for i in range(n):
-        if i:
-            # Forget the session on A (B keeps its own: a new initiation replaces it).
-            p.a.wg(f"set {p.a.ifname} peer {p.b.public} remove")
-            p.a.wg(f"set {p.a.ifname} peer {p.b.public} allowed-ips {TUN_B}/32")
-        r = probe(p.lab, p.a.ns, "handshake", p.a.ifname, p.b.public, p.endpoint_b, TUN_B)
-        if r["ms"] > 0:
-            out.append(float(r["ms"]))
-    return out
+def handshake_probe(p: Pair, first: bool) -> float | None:
+    if not first:
+        # Forget the session on A (B keeps its own: a new initiation replaces it).
+        p.a.wg(f"set {p.a.ifname} peer {p.b.public} remove")
+        p.a.wg(f"set {p.a.ifname} peer {p.b.public} allowed-ips {TUN_B}/32")
+    r = probe(p.lab, p.a.ns, "handshake", p.a.ifname, p.b.public, p.endpoint_b, TUN_B)
+    return float(r["ms"]) if r["ms"] > 0 else None
 
 
-def ping_rtt(lab: Lab, ns: str, count: int, interval: float = 0.01) -> float | None:
-    """The median of the echo replies' RTTs: ping's own average lets one stall of
-    the shared vCPUs (a few ms, now and then) move a 100-ping figure by 5 %."""
+def ping_rtts(lab: Lab, ns: str, count: int, interval: float = 0.01) -> list[float]:
+    """The RTTs of the echo replies, in ms."""
     p = lab.run(ns, f"ping -c {count} -i {interval} -W 1 {TUN_B}", check=False, timeout=60)
-    rtts = [float(line.split("time=")[1].split()[0])
+    return [float(line.split("time=")[1].split()[0])
             for line in p.stdout.splitlines() if "time=" in line]
-    return statistics.median(rtts) if rtts else None
 
 
 def iperf(lab: Lab, ns: str, args: str, seconds: float) -> dict[str, Any]:
@@ -218,16 +217,35 @@ def udp_run(p: Pair, res: Results, row: str, key: str, ip_size: int, s: Settings
     res.add(row, key, received / max(total["seconds"], 1e-9))
 
 
-def run_pair(lab: Lab, pair: tuple[str, str], res: Results, s: Settings, flood: bool) -> None:
-    row = pair_name(pair)
-    p = build_pair(lab, pair)
-    for v in measure_handshake(p, s.handshakes):
-        res.add(row, "handshake_ms", v)
-    # CPU too: a lower RTT bought with busy polling should show its price.
-    cpu0 = cpu_seconds(p.pid_a) + cpu_seconds(p.pid_b)
-    res.add(row, "ping_ms", ping_rtt(lab, p.a.ns, s.pings))
-    cpu1 = cpu_seconds(p.pid_a) + cpu_seconds(p.pid_b)
-    res.add(row, "ping_cpu_ms", (cpu1 - cpu0) / s.pings * 1e3)
+def measure_latency(pairs: dict[str, Pair], res: Results, s: Settings) -> None:
+    """Handshake probes and pings, alternating between the pairs in short slices.
+
+    The machine's load drifts within minutes (wireguard-go's ping median moved
+    from 0.37 to 0.61 ms between rounds of one run): measured one pair after
+    the other, that drift became the ratio.  Interleaved, it falls on all
+    pairs alike.  Ping RTT is the median of the echoes (ping's own average
+    lets one stall of the shared vCPUs move it), with the daemons' CPU time
+    over the same echoes: a lower RTT bought with busy polling shows its price."""
+    for i in range(s.handshakes):
+        for row, p in pairs.items():
+            res.add(row, "handshake_ms", handshake_probe(p, first=i == 0))
+    rtts: dict[str, list[float]] = {row: [] for row in pairs}
+    cpu: dict[str, float] = {row: 0.0 for row in pairs}
+    slices = max(1, s.pings // PING_SLICE)
+    for _ in range(slices):
+        for row, p in pairs.items():
+            cpu0 = cpu_seconds(p.pid_a) + cpu_seconds(p.pid_b)
+            rtts[row] += ping_rtts(p.lab, p.a.ns, s.pings // slices)
+            cpu[row] += cpu_seconds(p.pid_a) + cpu_seconds(p.pid_b) - cpu0
+    for row in pairs:
+        if rtts[row]:
+            res.add(row, "ping_ms", statistics.median(rtts[row]))
+            res.add(row, "ping_cpu_ms", cpu[row] / len(rtts[row]) * 1e3)
+        else:
+            res.notes.append(f"{row}: no echo reply through the tunnel")
+
+
+def measure_throughput(p: Pair, res: Results, row: str, s: Settings, flood: bool) -> None:
     tcp_run(p, res, row, "tcp1", "", s)
     if s.full:
         tcp_run(p, res, row, "tcp4", "-P 4", s)
@@ -237,6 +255,43 @@ def run_pair(lab: Lab, pair: tuple[str, str], res: Results, s: Settings, flood: 
     res.add(row, "rss_mb", rss_mb(p.pid_a))
     if flood:
         run_flood(p, res, row, s)
+
+
+def run_round(work: Path, rnd: int, order: list[tuple[str, str]], res: Results, s: Settings,
+              flood: bool) -> None:
+    """Every pair up at once (idle daemons cost nothing), latency interleaved,
+    then each pair's throughput alone."""
+    labs: list[Lab] = []
+    pairs: dict[str, Pair] = {}
+    try:
+        for pair in order:
+            row = pair_name(pair)
+            d = work / f"r{rnd}-{dir_name(pair)}"
+            d.mkdir(parents=True, exist_ok=True)
+            lab = Lab(d)
+            labs.append(lab)
+            try:
+                pairs[row] = build_pair(lab, pair)
+            except (LabError, subprocess.TimeoutExpired, OSError) as e:
+                res.notes.append(f"r{rnd} {row}: {type(e).__name__}: {str(e)[:400]}")
+        print(f"round {rnd + 1}/{s.rounds}: latency, interleaved", file=sys.stderr)
+        _guarded(res, f"r{rnd} latency", lambda: measure_latency(pairs, res, s))
+        for pair in order:
+            row = pair_name(pair)
+            if row in pairs:
+                print(f"round {rnd + 1}/{s.rounds}: throughput {row}", file=sys.stderr)
+                _guarded(res, f"r{rnd} {row}", functools.partial(
+                    measure_throughput, pairs[row], res, row, s, flood and pair[0] == pair[1]))
+    finally:
+        for lab in labs:
+            lab.close()
+
+
+def _guarded(res: Results, name: str, fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except (LabError, subprocess.TimeoutExpired, OSError, KeyError, ValueError) as e:
+        res.notes.append(f"{name}: {type(e).__name__}: {str(e)[:400]}")
 
 
 # -- handshake flood ----------------------------------------------------------
@@ -255,7 +310,7 @@ def run_flood(p: Pair, res: Results, row: str, s: Settings) -> None:
     lab.run(p.b.ns, f"wg addconf {p.b.ifname} {conf}")
     pinger = subprocess.Popen(
         ["ip", "netns", "exec", p.a.ns, "ping", "-q", "-i", "0.01",
-         "-w", f"{s.flood_seconds + 2:g}", TUN_B],
+         "-w", str(math.ceil(s.flood_seconds) + 2), TUN_B],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
@@ -433,8 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="bench/run.py",
         description=__doc__.split("\n\n")[0],
-        epilog="Run as root. Every pair is measured in every round, in a rotated order, "
-        "on fresh namespaces and daemons; the table gives medians, min-max and the "
+        epilog="Run as root. Every pair is measured in every round on fresh namespaces "
+        "and daemons, latency interleaved between the pairs, throughput in a rotated "
+        "order; the table gives medians, min-max and the "
         "ratio to wireguard-go<->wireguard-go. Results: results.json and (with the "
         "bench extra's matplotlib) results.png in --out. A benchmark, not a test: "
         "the machine's load moves absolute numbers, so compare ratios within a run.",
@@ -464,11 +520,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for rnd in range(s.rounds):
             order = chosen[rnd % len(chosen):] + chosen[: rnd % len(chosen)]
-            for pair in order:
-                print(f"round {rnd + 1}/{s.rounds}: {pair_name(pair)}", file=sys.stderr)
-                flood = pair[0] == pair[1] and not args.no_peers
-                with_lab(work, f"r{rnd}-{dir_name(pair)}",
-                         lambda lab, p=pair, f=flood: run_pair(lab, p, res, s, f), res)
+            print(f"round {rnd + 1}/{s.rounds}: {', '.join(map(pair_name, order))}",
+                  file=sys.stderr)
+            run_round(work, rnd, order, res, s, flood=not args.no_peers)
             for impl in () if args.no_peers else (GO, PY) if rnd % 2 == 0 else (PY, GO):
                 print(f"round {rnd + 1}/{s.rounds}: {s.peers} peers on {impl}", file=sys.stderr)
                 with_lab(work, f"r{rnd}-peers-{impl}",

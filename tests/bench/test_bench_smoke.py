@@ -35,4 +35,6 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert summary[row]["ping_ms"]["median"] > 0, (row, doc["notes"])
         assert summary[row]["handshake_ms"]["median"] > 0, (row, doc["notes"])
     assert summary["wgpyd<->wgpyd"]["peers_load_s"]["n"] == 1
+    # The ping that runs through the flood (its -w once got "2.5" and never ran).
+    assert summary["wgpyd<->wgpyd"]["flood_ping_ms"]["median"] > 0, doc["notes"]
     assert not list(tmp_path.glob("labs-*")), "lab directories left behind"
