@@ -66,7 +66,7 @@ class _IndexEntry:
     keypair: Keypair | None  # None: the index names the peer's pending handshake
 
 
-SOURCE_CACHE = 256
+SOURCE_CACHE = 256  # parsed handshake sources kept (Device._sources)
 
 
 def _source_bytes(endpoint: Endpoint) -> tuple[bytes, bytes]:
@@ -117,7 +117,8 @@ class Device:
         # and the parse is ~20-50 µs when the process has just woken up.
         self._sources: dict[Endpoint, tuple[bytes, bytes]] = {}
         # Handshake work done ahead while idle (``prepare``): peers that want
-        # their next initiation made, and responder ephemerals.
+        # their next response (and initiation) made, and spare responder
+        # ephemerals for peers without a prepared response.
         self._to_prepare: dict[bytes, bool] = {}  # peer key -> initiation wanted too
         self._ephemerals: list[noise.Ephemeral] = []
         self.prepare_pending = False
