@@ -71,7 +71,7 @@ class Driver:
         self.device.verbose = logger.verbose_enabled
         self.device.keylog = keylog is not None
         self._timer: Timer | None = None
-        self._prepare_timer: Timer | None = None
+        self._prepare_queued = False
         self._timer_at: float | None = None
         self._stopping = False
         self._loop = EventLoop(on_error=logger.error, busy_poll=busy_poll)
@@ -369,9 +369,11 @@ class Driver:
 
     # -- timers --------------------------------------------------------------
     def _rearm(self) -> None:
-        if self.device.prepare_pending and self._prepare_timer is None:
-            # Due now: it runs after the events already waiting, before sleeping.
-            self._prepare_timer = self._loop.call_at(0.0, self._prepare)
+        if self.device.prepare_pending and not self._prepare_queued:
+            # Not right after the events that asked for it: in front of the reply
+            # they wait for (see EventLoop.call_when_idle).
+            self._prepare_queued = True
+            self._loop.call_when_idle(self._prepare)
         nd = self.device.next_deadline()
         if nd == self._timer_at:
             return
@@ -383,7 +385,7 @@ class Driver:
             self._timer = self._loop.call_at(nd, self._on_timer)
 
     def _prepare(self) -> None:
-        self._prepare_timer = None
+        self._prepare_queued = False
         self.device.prepare()
         self._rearm()
 
