@@ -70,19 +70,9 @@ SOURCE_CACHE = 256  # parsed handshake sources kept (Device._sources)
 
 
 def _source_bytes(endpoint: Endpoint) -> tuple[bytes, bytes]:
-    """(packed address, packed address ‖ port) of a UDP source, for cookies and limits."""
-    host = endpoint[0]
-    parts = host.split(".")
-    # Dotted quads as the socket layer writes them, without ipaddress's
-    # validating parser (~3 µs, once per handshake message); anything else,
-    # including what this would refuse, goes through it.
-    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 for p in parts):
-        try:
-            ip = bytes(map(int, parts))
-        except ValueError:  # an octet over 255
-            ip = ipaddress.ip_address(host).packed
-    else:
-        ip = ipaddress.ip_address(host.split("%")[0]).packed
+    """(packed address, packed address ‖ port) of a UDP source, for cookies and limits.
+    Parsed once per source: ``Device._sources`` keeps the result."""
+    ip = ipaddress.ip_address(endpoint[0].split("%")[0]).packed
     return ip, ip + endpoint[1].to_bytes(2, "little")
 
 
