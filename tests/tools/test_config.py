@@ -13,7 +13,6 @@ from wgtest import WGPY
 
 from wgpy.control import netconf as nc
 from wgpy.control.config import (
-    ConfigError,
     format_config,
     parse_config,
     parse_quick_config,
@@ -24,6 +23,7 @@ from wgpy.control.config import (
 )
 from wgpy.control.keys import Key
 from wgpy.control.uapi import DeviceInfo, PeerInfo
+from wgpy.protocol.errors import ConfigError
 
 K1 = base64.b64encode(bytes([1] * 32)).decode()
 K2 = base64.b64encode(bytes([2] * 32)).decode()

@@ -6,7 +6,8 @@ new listen port, so nothing here can fail half-way.
 
 from __future__ import annotations
 
-from wgpy.control.uapi import DeviceInfo, PeerInfo, SetRequest, format_endpoint
+from wgpy.control.endpoint import format_endpoint
+from wgpy.control.uapi import DeviceInfo, PeerInfo, SetRequest
 from wgpy.protocol import Device
 from wgpy.protocol.events import Action
 

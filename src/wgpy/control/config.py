@@ -29,27 +29,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wgpy.control.endpoint import split_host_port
 from wgpy.control.keys import InvalidKey, Key
 from wgpy.control.uapi import DeviceInfo
+from wgpy.protocol.errors import ConfigError
 
 _SPACE = " \t\n\v\f\r"
 _WS_RE = re.compile(r"[ \t\n\v\f\r]")
-
-
-class ConfigError(ValueError):
-    """A configuration (file or command line) is invalid.
-
-    ``str(err)`` reads ``FILE:LINE: REASON`` when the file and line are known.
-    """
-
-    def __init__(self, reason: str, filename: str | None = None, lineno: int | None = None):
-        self.reason = reason
-        self.filename = filename
-        self.lineno = lineno
-        where = ""
-        if filename is not None:
-            where = f"{filename}:{lineno}: " if lineno is not None else f"{filename}: "
-        super().__init__(f"{where}{reason}")
 
 
 @dataclass
@@ -203,25 +189,9 @@ def format_sockaddr(
     return f"{host}:{port}"
 
 
-def split_endpoint(value: str) -> tuple[str, str]:
-    if not value:
-        raise ValueError("Unable to parse empty endpoint")
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep:
-            raise ValueError(f"Unable to find matching brace of endpoint: `{value}'")
-        if not rest.startswith(":") or len(rest) < 2:
-            raise ValueError(f"Unable to find port of endpoint: `{value}'")
-        return host, rest[1:]
-    host, sep, port = value.rpartition(":")
-    if not sep or not port:
-        raise ValueError(f"Unable to find port of endpoint: `{value}'")
-    return host, port
-
-
-def parse_endpoint(value: str, sleep: Callable[[float], None] = time.sleep) -> str:
+def resolve_endpoint(value: str, sleep: Callable[[float], None] = time.sleep) -> str:
     """Resolve ``host:port`` (retrying transient DNS failures as wg does)."""
-    host, port = split_endpoint(value)
+    host, port = split_host_port(value)
     retries = _resolution_retries()
     delay = 1.0
     while True:
@@ -341,7 +311,7 @@ def _interface_line(dev: DeviceConfig, line: str) -> None:
 
 def _peer_line(peer: PeerConfig, line: str, warn: Callable[[str], None] | None) -> None:
     if (v := _match(line, "Endpoint")) is not None:
-        peer.endpoint = parse_endpoint(v)
+        peer.endpoint = resolve_endpoint(v)
     elif (v := _match(line, "PublicKey")) is not None:
         peer.public_key = parse_key(v)
     elif (v := _match(line, "AllowedIPs")) is not None:
@@ -385,7 +355,7 @@ def parse_set_args(args: list[str], warn: Callable[[str], None] | None = None) -
                 i += 1
                 continue
             elif a == "endpoint" and has_value and peer is not None:
-                peer.endpoint = parse_endpoint(v)
+                peer.endpoint = resolve_endpoint(v)
             elif a == "allowed-ips" and has_value and peer is not None:
                 peer.replace_allowed_ips = True
                 peer.allowed_ips.extend(parse_allowed_ips(_WS_RE.sub("", v), warn))
@@ -464,7 +434,7 @@ def normalise_ip(cidr: str) -> str:
 def normalise_endpoint(text: str) -> str:
     """A UAPI endpoint re-printed the way wg prints it (getaddrinfo + getnameinfo)."""
     try:
-        host, port = split_endpoint(text)
+        host, port = split_host_port(text)
         res = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_DGRAM,
                                  socket.IPPROTO_UDP, socket.AI_NUMERICHOST)
         family, _t, _p, _c, sockaddr = res[0]

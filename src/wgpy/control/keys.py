@@ -15,9 +15,9 @@ import binascii
 import hmac
 import os
 
+from wgpy.protocol.constants import KEY_LEN, ZERO_KEY
 from wgpy.protocol.crypto import clamp, public_key
 
-KEY_LEN = 32
 KEY_LEN_BASE64 = 44
 KEY_LEN_HEX = 64
 
@@ -65,7 +65,7 @@ class Key:
 
     @classmethod
     def zero(cls) -> Key:
-        return cls(bytes(KEY_LEN))
+        return cls(ZERO_KEY)
 
     # -- views ------------------------------------------------------------
     @property
@@ -79,7 +79,7 @@ class Key:
         return self._raw.hex()
 
     def is_zero(self) -> bool:
-        return hmac.compare_digest(self._raw, bytes(KEY_LEN))
+        return hmac.compare_digest(self._raw, ZERO_KEY)
 
     def public_key(self) -> Key:
         """The X25519 public key for this private key (clamping is implied)."""

@@ -20,8 +20,11 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wgpy.control.endpoint import parse_endpoint
+from wgpy.protocol.constants import ZERO_KEY
+from wgpy.protocol.events import Endpoint
+
 SOCKET_DIR = Path("/var/run/wireguard")
-ZERO_KEY = bytes(32)
 
 
 class UapiError(Exception):
@@ -60,36 +63,6 @@ class DeviceInfo:
     listen_port: int = 0
     fwmark: int = 0
     peers: list[PeerInfo] = field(default_factory=list)
-
-
-def parse_endpoint(text: str) -> tuple[str, int]:
-    """``1.2.3.4:51820`` or ``[fd00::1]:51820`` -> (host, port); ValueError if malformed."""
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-        if not sep:
-            raise ValueError(f"bad endpoint {text!r}")
-        family, address = socket.AF_INET6, host.split("%")[0]
-    else:
-        host, sep, port = text.rpartition(":")
-        if not sep or ":" in host:
-            raise ValueError(f"bad endpoint {text!r}")
-        family, address = socket.AF_INET, host
-    try:
-        # A C call, not ipaddress's parser: a ``wg set ... endpoint`` is
-        # usually followed by traffic, and its latency is part of that.
-        socket.inet_pton(family, address)
-    except (OSError, ValueError):
-        raise ValueError(f"bad address in endpoint {text[:64]!r}") from None
-    if not (port.isascii() and port.isdigit()) or len(port) > 5:
-        raise ValueError(f"bad port in endpoint {text[:64]!r}")
-    p = int(port)
-    if not 0 < p < 65536:
-        raise ValueError(f"bad port in endpoint {text!r}")
-    return host, p
-
-
-def format_endpoint(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _hexkey(value: str) -> bytes:
@@ -186,7 +159,7 @@ class PeerChange:
     remove: bool = False
     update_only: bool = False
     preshared_key: bytes | None = None
-    endpoint: tuple[str, int] | None = None
+    endpoint: Endpoint | None = None
     persistent_keepalive_interval: int | None = None
     replace_allowed_ips: bool = False
     allowed_ips: list[Network] = field(default_factory=list)

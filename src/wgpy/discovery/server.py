@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import dns.message
 import dns.rcode
 
-from wgpy.control.uapi import DeviceInfo, UapiClient, UapiError, UapiProtocolError, parse_endpoint
+from wgpy.control.endpoint import parse_endpoint
+from wgpy.control.uapi import DeviceInfo, UapiClient, UapiError, UapiProtocolError
 from wgpy.discovery import records
 from wgpy.discovery.records import Endpoint, IPAddress
 from wgpy.discovery.registry import PeerView, Registry, Snapshot, Source

@@ -21,6 +21,8 @@ import struct
 from collections.abc import Sequence
 from typing import Final
 
+from wgpy.protocol.events import Endpoint
+
 SOL_UDP: Final = 17
 UDP_SEGMENT: Final = 103
 UDP_GRO: Final = 104
@@ -29,7 +31,6 @@ GSO_MAX_BYTES: Final = 65000
 _CMSG_SPACE: Final = socket.CMSG_SPACE(4)
 _U16: Final = struct.Struct("=H")
 _I32: Final = struct.Struct("=i")
-Endpoint = tuple[str, int]
 
 
 def enable_gro(sock: socket.socket) -> bool:

@@ -12,12 +12,13 @@ import errno
 import socket
 from typing import Final
 
+from wgpy.protocol.events import Endpoint
+
 SOCKET_BUFFER: Final = 7 << 20
 SO_RCVBUFFORCE: Final = 33
 SO_SNDBUFFORCE: Final = 32
 SO_MARK: Final = 36
 
-Endpoint = tuple[str, int]
 
 
 def _raise_buffers(s: socket.socket) -> None:

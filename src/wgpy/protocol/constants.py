@@ -39,6 +39,8 @@ MAX_STAGED_PACKETS: Final = 128
 MAX_PEERS: Final = 1 << 16
 
 KEY_LEN: Final = 32
+# An all-zero key means "none": no private key, no preshared key.
+ZERO_KEY: Final = bytes(KEY_LEN)
 TAG_LEN: Final = 16
 TIMESTAMP_LEN: Final = 12
 DEFAULT_MTU: Final = 1420

@@ -19,11 +19,10 @@ from nacl.exceptions import CryptoError
 from nacl.exceptions import RuntimeError as NaclRuntimeError
 from nacl.exceptions import TypeError as NaclTypeError
 
-from wgpy.protocol.constants import KEY_LEN
+from wgpy.protocol.constants import ZERO_KEY
 
 # The AEAD nonce: 4 zero bytes, then the counter (little-endian).
 NONCE = struct.Struct("<4xQ")
-ZERO_KEY = bytes(KEY_LEN)
 
 __all__ = [
     "InvalidTag",

@@ -2,7 +2,7 @@
 
 Garbage from the network never raises: it yields a ``DropReason`` that the
 device counts.  ``ConfigError`` is raised only for invalid local
-configuration (a bad key, an impossible value).
+configuration (a bad key, an impossible value, a bad line in a file).
 """
 
 from __future__ import annotations
@@ -38,4 +38,21 @@ class DropReason(enum.Enum):
 
 
 class ConfigError(ValueError):
-    """Invalid local configuration (never raised for network input)."""
+    """Invalid local configuration: a bad key, an impossible value, a malformed
+    file.  Never raised for network input.
+
+    The one configuration error of the package: the core, the wg/wg-quick
+    parsers and the proxy's parser all raise it (or a subclass).  ``str(err)``
+    reads ``FILE:LINE: REASON`` when the file and line are known.
+    """
+
+    def __init__(
+        self, reason: str, filename: str | None = None, lineno: int | None = None
+    ) -> None:
+        self.reason = reason
+        self.filename = filename
+        self.lineno = lineno
+        where = ""
+        if filename is not None:
+            where = f"{filename}:{lineno}: " if lineno else f"{filename}: "
+        super().__init__(f"{where}{reason}")

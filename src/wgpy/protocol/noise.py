@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from wgpy.protocol import tai64n
-from wgpy.protocol.constants import CONSTRUCTION, IDENTIFIER, KEY_LEN
+from wgpy.protocol.constants import CONSTRUCTION, IDENTIFIER, ZERO_KEY
 from wgpy.protocol.crypto import (
     aead_decrypt,
     aead_encrypt,
@@ -33,7 +33,6 @@ from wgpy.protocol.messages import Initiation, Response
 
 INITIAL_CHAIN_KEY = hash_(CONSTRUCTION)
 INITIAL_HASH = hash_(INITIAL_CHAIN_KEY, IDENTIFIER)
-ZERO = bytes(KEY_LEN)
 
 
 class HandshakeState(enum.Enum):
@@ -62,7 +61,7 @@ class Handshake:
     def __init__(self, remote_static: bytes) -> None:
         self.state = HandshakeState.ZEROED
         self.remote_static = remote_static
-        self.preshared_key = ZERO
+        self.preshared_key = ZERO_KEY
         self.precomputed_static_static: bytes | None = None
         self.hash = b""
         self.chain_key = b""

@@ -14,13 +14,13 @@ import sys
 from typing import TextIO
 
 from wgpy.control.config import (
-    ConfigError,
     parse_config,
     parse_set_args,
     sync_with,
     to_uapi,
 )
 from wgpy.control.keys import InvalidKey, Key, genkey, genpsk
+from wgpy.protocol.errors import ConfigError
 from wgpy.tools.devices import DeviceError, get_device, set_device
 
 SET_USAGE = (

@@ -31,7 +31,6 @@ from pathlib import Path
 
 from wgpy.control import netconf as nc
 from wgpy.control.config import (
-    ConfigError,
     QuickConfig,
     format_config,
     parse_quick_config,
@@ -40,6 +39,7 @@ from wgpy.control.config import (
     world_accessible,
 )
 from wgpy.control.uapi import SOCKET_DIR
+from wgpy.protocol.errors import ConfigError
 from wgpy.tools.devices import DeviceError, get_device, list_devices, set_device
 
 PROGRAM = "wgpy"
