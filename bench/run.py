@@ -42,10 +42,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-
-from lab import Lab, LabError, have_root_netns  # noqa: E402
-from wgnodes import WgNode, connect, start, two_hosts  # noqa: E402
+from wgpy.testing.lab import Lab, LabError, have_root_netns  # noqa: E402
+from wgpy.testing.nodes import WgNode, connect, start, two_hosts  # noqa: E402
 
 GO = "wireguard-go"
 PY = "wgpyd"

@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from lab import IN_CI, Lab, require  # noqa: E402
+from wgpy.testing.lab import IN_CI, Lab, require  # noqa: E402
 
 __all__ = ["IN_CI", "Lab", "require"]
 

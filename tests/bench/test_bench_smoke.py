@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import require
+from wgpy.testing.lab import require
 
 pytestmark = pytest.mark.netns
 

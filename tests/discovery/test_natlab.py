@@ -9,9 +9,18 @@ import base64
 import time
 
 import pytest
-from natlab import DEVICE, REG_PUBLIC, REG_TUNNEL, WG_PORT, ZONE, NatLab, require, wait_ping
 
-from lab import Lab
+from wgpy.testing.lab import Lab
+from wgpy.testing.natlab import (
+    DEVICE,
+    REG_PUBLIC,
+    REG_TUNNEL,
+    WG_PORT,
+    ZONE,
+    NatLab,
+    require,
+    wait_ping,
+)
 
 pytestmark = pytest.mark.netns
 

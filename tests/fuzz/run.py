@@ -1,6 +1,6 @@
 """The long fuzzing run: ``python3 -m tests.fuzz.run --inputs 1000000``.
 
-Runs every target of ``targets.TARGETS`` (or ``--targets a,b``) for its share
+Runs every target of ``wgpy.testing.fuzztargets.TARGETS`` (or ``--targets a,b``) for its share
 of ``--inputs`` (split evenly), with atheris (coverage-guided libFuzzer, one
 child process per target, wgpy instrumented) when it is installed, else with
 a built-in mutation engine (bit flips, byte edits, truncation, splicing of
@@ -72,8 +72,7 @@ def mutate(r: random.Random, pool: list[bytes], max_len: int = 4096) -> bytes:
 
 
 def run_mutate(target: str, inputs: int, seed: int) -> dict[str, Any]:
-    sys.path.insert(0, str(HERE))
-    import targets
+    from wgpy.testing import fuzztargets as targets
 
     fn = targets.TARGETS[target]
     pool = list(targets.seeds(target))
@@ -160,9 +159,8 @@ def run_atheris(target: str, inputs: int, seed: int) -> dict[str, Any]:
 def child(target: str, args: list[str]) -> None:
     import atheris  # type: ignore[import-untyped]
 
-    sys.path.insert(0, str(HERE))
     with atheris.instrument_imports(include=["wgpy", "dns"]):
-        import targets
+        from wgpy.testing import fuzztargets as targets
     target_fn = targets.TARGETS[target]
     artifacts = Path(next(a for a in args if a.startswith("-artifact_prefix="))
                      .split("=", 1)[1])
@@ -204,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--child"]:
         child(argv[1], argv[3:])
         return 0
-    sys.path.insert(0, str(HERE))
-    from targets import TARGETS
+    from wgpy.testing.fuzztargets import TARGETS
 
     p = argparse.ArgumentParser(prog="python3 -m tests.fuzz.run")
     p.add_argument("--inputs", type=int, default=1_000_000, help="total, split over targets")

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import targets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from wgpy.testing import fuzztargets as targets
 
 REGRESSIONS = Path(__file__).parent / "regressions"
 NAMES = list(targets.TARGETS)

@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-import targets
 from run import mutate
 
-from lab import Lab, require
-from wgnodes import start
 from wgpy.control import uapi
+from wgpy.testing import fuzztargets as targets
+from wgpy.testing.lab import Lab, require
+from wgpy.testing.nodes import start
 
 pytestmark = pytest.mark.netns
 

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hardening_kit import junk_initiation, open_cookie_reply
-
-from memnet import A_IP4, B_IP4, ipv4_packet, pair, wires
 from wgpy.protocol import Device, DropReason, SendDatagram
 from wgpy.protocol import messages as m
 from wgpy.protocol.constants import (
@@ -24,6 +21,8 @@ from wgpy.protocol.constants import (
     UNDER_LOAD_AFTER_TIME,
     UNDER_LOAD_THRESHOLD,
 )
+from wgpy.testing.attacks import junk_initiation, open_cookie_reply
+from wgpy.testing.memnet import A_IP4, B_IP4, ipv4_packet, pair, wires
 
 # Handshake messages that got past the cookie and rate-limit gate: each of
 # these cost the responder at least one X25519.

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import Lab, require
-from wgnodes import WgNode, connect, start
+from wgpy.testing.lab import Lab, require
+from wgpy.testing.nodes import WgNode, connect, start
 
 pytestmark = pytest.mark.netns
 
@@ -110,7 +110,7 @@ def test_handshake_flood(lab: Lab) -> None:
     assert s0["under_load"] == 0
     rcvbuf0 = udp_rcvbuf_errors(lab, resp)
     cpu0, t0 = cpu_seconds(pid), time.monotonic()
-    flood = lab.popen(atk, [sys.executable, str(HERE / "flood.py"),
+    flood = lab.popen(atk, [sys.executable, "-m", "wgpy.testing.flood",
                             "--target", "10.80.0.1:51820", "--target6", "[fd00:80::1]:51820",
                             "--pub", pub_hex, "--rate", str(FLOOD_RATE),
                             "--duration", str(FLOOD_SECONDS), "--spoof", "10.88.0.0/20",
@@ -149,7 +149,7 @@ def test_handshake_flood(lab: Lab) -> None:
 
     # After the flood a junk initiation gets no cookie reply: it is processed (one DH)
     # and dropped silently.
-    probe = lab.run(atk, [sys.executable, str(HERE / "flood.py"), "--target",
+    probe = lab.run(atk, [sys.executable, "-m", "wgpy.testing.flood", "--target",
                           "10.80.0.1:51820", "--pub", pub_hex, "--rate", "20",
                           "--duration", "1.5", "--spoof", "10.88.16.0/30",
                           "--holder-start", "0", "--holder", "10.88.200.9"], timeout=30)

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from lab import Lab, require
-from wgnodes import WgNode, connect, genkey, ping, pubkey, start, two_hosts
+from wgpy.testing.lab import Lab, require
+from wgpy.testing.nodes import WgNode, connect, genkey, ping, pubkey, start, two_hosts
 
 pytestmark = pytest.mark.netns
 

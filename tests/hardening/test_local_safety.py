@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import Lab, require
-from wgnodes import WgNode, connect, genkey, ping, pubkey, start, two_hosts
+from wgpy.testing.lab import Lab, require
+from wgpy.testing.nodes import WgNode, connect, genkey, ping, pubkey, start, two_hosts
 
 pytestmark = pytest.mark.netns
 
@@ -128,7 +128,7 @@ def test_clean_shutdown_under_load(lab: Lab) -> None:
         a_ns, "ss -ltn 'sport = :5201'", check=False).stdout)
     stream = lab.popen(b_ns, "iperf3 -c 10.99.0.1 -u -b 200M -t 5", log="iperf-c.log")
     pub_hex = base64.b64decode(a.public).hex()
-    flood = lab.popen(b_ns, [sys.executable, str(HERE / "flood.py"), "--target",
+    flood = lab.popen(b_ns, [sys.executable, "-m", "wgpy.testing.flood", "--target",
                              "10.77.0.1:51820", "--pub", pub_hex, "--rate", "3000",
                              "--duration", "5", "--spoof", "10.88.0.0/22"], log="flood.log")
     time.sleep(2.5)

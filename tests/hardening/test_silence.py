@@ -14,13 +14,19 @@ import struct
 from collections.abc import Callable
 
 import pytest
-from hardening_kit import established, junk_initiation, open_cookie_reply, snapshot, transport
 
-from memnet import A_IP4, B_IP4, MemNet, Node, ipv4_packet, wires
 from wgpy.protocol import Device, SendDatagram
 from wgpy.protocol import messages as m
 from wgpy.protocol.constants import RATELIMIT_TABLE_MAX
 from wgpy.protocol.crypto import clamp, public_key
+from wgpy.testing.attacks import (
+    established,
+    junk_initiation,
+    open_cookie_reply,
+    snapshot,
+    transport,
+)
+from wgpy.testing.memnet import A_IP4, B_IP4, MemNet, Node, ipv4_packet, wires
 
 Case = Callable[[MemNet, Node, Node], bytes]
 
@@ -37,7 +43,7 @@ def _b_keypair_index(net: MemNet, a: Node, b: Node) -> int:
 
 def _unknown_static_initiation(net: MemNet, a: Node, b: Node) -> bytes:
     """A complete, valid initiation from a key b does not know."""
-    from memnet import seeded_rng
+    from wgpy.testing.memnet import seeded_rng
 
     stranger = Device(seeded_rng(99))
     priv = clamp(os.urandom(32))
@@ -104,7 +110,7 @@ CASES: dict[str, Case] = {
 
 
 def _valid_mac1_response(b: Node, receiver: int) -> bytes:
-    from hardening_kit import with_macs
+    from wgpy.testing.attacks import with_macs
 
     body = struct.pack("<III", m.MESSAGE_RESPONSE, 0x1111, receiver) + os.urandom(48)
     return with_macs(body + bytes(32), b.public)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import Lab, require
-from wgnodes import connect, ping, start, two_hosts, wgpyd_argv
+from wgpy.testing.lab import Lab, require
+from wgpy.testing.nodes import connect, ping, start, two_hosts, wgpyd_argv
 
 pytestmark = pytest.mark.netns
 

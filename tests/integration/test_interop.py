@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from lab import Lab, require
-from wgnodes import WgNode, connect, ping, start, two_hosts
+from wgpy.testing.lab import Lab, require
+from wgpy.testing.nodes import WgNode, connect, ping, start, two_hosts
 
 pytestmark = pytest.mark.netns
 

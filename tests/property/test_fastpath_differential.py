@@ -17,7 +17,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memnet import (
+from wgpy.testing.memnet import (
     A_EP,
     A_IP4,
     A_IP6,

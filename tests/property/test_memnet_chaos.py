@@ -10,8 +10,18 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memnet import A_IP4, A_IP6, B_IP4, B_IP6, MemNet, Wire, ipv4_packet, ipv6_packet, pair
 from wgpy.protocol.constants import MAX_STAGED_PACKETS, REKEY_TIMEOUT
+from wgpy.testing.memnet import (
+    A_IP4,
+    A_IP6,
+    B_IP4,
+    B_IP6,
+    MemNet,
+    Wire,
+    ipv4_packet,
+    ipv6_packet,
+    pair,
+)
 
 OPS = st.lists(
     st.one_of(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memnet import A_EP, A_IP4, B_EP, B_IP4, ipv4_packet, pair
 from wgpy.protocol import messages
+from wgpy.testing.memnet import A_EP, A_IP4, B_EP, B_IP4, ipv4_packet, pair
 
 SIZES = [0, 1, 3, 4, 31, 32, 63, 64, 65, 91, 92, 93, 147, 148, 149]
 

@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from proxy_lab import (
-    HERE,
+
+from wgpy.testing.lab import Lab, require
+from wgpy.testing.proxylab import (
     Topology,
     build,
     fd_count,
@@ -30,8 +31,6 @@ from proxy_lab import (
     status,
     tunnel_tools,
 )
-
-from lab import Lab, require
 
 pytestmark = pytest.mark.netns
 
@@ -248,7 +247,7 @@ def test_nc_half_close_and_unmatched_traffic(env: Env) -> None:
 def test_per_source_limit_refuses_with_a_reset(env: Env) -> None:
     lab = env.lab
     ready, release = lab.workdir / "ready-l", lab.workdir / "release-l"
-    p = lab.popen(env.topo.cli, [sys.executable, str(HERE / "many_clients.py"), "2",
+    p = lab.popen(env.topo.cli, [sys.executable, "-m", "wgpy.testing.many_clients", "2",
                                  "10.77.3", str(ready), str(release), "30"],
                   log="limited.log")  # fmt: skip
     lab.wait_for("2 held connections", ready.exists, timeout=20)
@@ -275,7 +274,7 @@ def test_thousand_concurrent_connections_no_fd_leak(env: Env) -> None:
     lab = env.lab
     fds_before = fd_count(env.pid)
     ready, release = lab.workdir / "ready", lab.workdir / "release"
-    p = lab.popen(env.topo.cli, [sys.executable, str(HERE / "many_clients.py"), "1000",
+    p = lab.popen(env.topo.cli, [sys.executable, "-m", "wgpy.testing.many_clients", "1000",
                                  "10.77.2", str(ready), str(release), "60"],
                   log="many.log")  # fmt: skip
     lab.wait_for("1000 connections open", ready.exists, timeout=90, step=0.2)
@@ -296,7 +295,7 @@ def test_thousand_concurrent_connections_no_fd_leak(env: Env) -> None:
 def test_sighup_reload_keeps_live_connections_and_refuses_bad_config(env: Env) -> None:
     lab = env.lab
     ready, release = lab.workdir / "ready2", lab.workdir / "release2"
-    p = lab.popen(env.topo.cli, [sys.executable, str(HERE / "many_clients.py"), "20",
+    p = lab.popen(env.topo.cli, [sys.executable, "-m", "wgpy.testing.many_clients", "20",
                                  "10.77.2", str(ready), str(release), "60"],
                   log="held.log")  # fmt: skip
     lab.wait_for("20 held connections", ready.exists, timeout=30)

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from proxy_lab import snapshot
 
-from lab import Lab, require
+from wgpy.testing.lab import Lab, require
+from wgpy.testing.proxylab import snapshot
 
 pytestmark = pytest.mark.netns
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from wgtest import Dev, require, start_wireguard_go
 
-from lab import Lab
+from wgpy.testing.lab import Lab
 
 
 @pytest.fixture

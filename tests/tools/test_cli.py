@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from wgtest import WGPY, require
 
-from lab import Lab
+from wgpy.testing.lab import Lab
 from wgpy.tools import cli
 
 

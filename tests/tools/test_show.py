@@ -30,8 +30,8 @@ from wgtest import (
     start_wireguard_go,
 )
 
-from lab import Lab
 from wgpy.control.keys import genkey, genpsk
+from wgpy.testing.lab import Lab
 
 FIELDS = ["public-key", "private-key", "listen-port", "fwmark", "peers", "preshared-keys",
           "endpoints", "allowed-ips", "latest-handshakes", "transfer", "persistent-keepalive",

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from wgtest import WGPY, require
 
-from lab import Lab
 from wgpy.control.keys import genkey
+from wgpy.testing.lab import Lab
 
 ENV = {"WG_QUICK_USERSPACE_IMPLEMENTATION": "wireguard-go"}
 STATE = [

@@ -7,11 +7,11 @@ import base64
 
 import pytest
 
-from memnet import A_IP4, B_IP4, ipv4_packet, pair
 from wgpy.protocol import ConfigError, Device, HandshakeKeys
 from wgpy.protocol.constants import PADDING_MULTIPLE
 from wgpy.protocol.noise import SessionKeys, StaticIdentity
 from wgpy.protocol.peer import padded_length
+from wgpy.testing.memnet import A_IP4, B_IP4, ipv4_packet, pair
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,19 @@ import ipaddress
 
 import pytest
 
-from memnet import (
+from wgpy.protocol import DropReason, messages, noise
+from wgpy.protocol.constants import (
+    COOKIE_REFRESH_TIME,
+    HANDSHAKE_INITIATION_RATE,
+    RATELIMIT_BURST,
+    RATELIMIT_PACKETS_PER_SECOND,
+    REKEY_TIMEOUT,
+    UNDER_LOAD_AFTER_TIME,
+    UNDER_LOAD_THRESHOLD,
+)
+from wgpy.protocol.cookie import CookieChecker, CookieGenerator, MacState
+from wgpy.protocol.ratelimiter import RateLimiter
+from wgpy.testing.memnet import (
     A_EP,
     A_IP4,
     B_EP,
@@ -21,18 +33,6 @@ from memnet import (
     pair,
     wires,
 )
-from wgpy.protocol import DropReason, messages, noise
-from wgpy.protocol.constants import (
-    COOKIE_REFRESH_TIME,
-    HANDSHAKE_INITIATION_RATE,
-    RATELIMIT_BURST,
-    RATELIMIT_PACKETS_PER_SECOND,
-    REKEY_TIMEOUT,
-    UNDER_LOAD_AFTER_TIME,
-    UNDER_LOAD_THRESHOLD,
-)
-from wgpy.protocol.cookie import CookieChecker, CookieGenerator, MacState
-from wgpy.protocol.ratelimiter import RateLimiter
 
 
 def peer_of(node: Node, other: Node):  # type: ignore[no-untyped-def]

@@ -9,7 +9,10 @@ import ipaddress
 
 import pytest
 
-from memnet import (
+from wgpy.protocol import DropReason, LogEvent, messages
+from wgpy.protocol.constants import MAX_STAGED_PACKETS, REKEY_TIMEOUT
+from wgpy.protocol.crypto import clamp, public_key
+from wgpy.testing.memnet import (
     A_EP,
     A_IP4,
     A_IP6,
@@ -28,9 +31,6 @@ from memnet import (
     pair,
     wires,
 )
-from wgpy.protocol import DropReason, LogEvent, messages
-from wgpy.protocol.constants import MAX_STAGED_PACKETS, REKEY_TIMEOUT
-from wgpy.protocol.crypto import clamp, public_key
 
 
 def establish(net: MemNet, a: Node, b: Node) -> None:

@@ -4,19 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from memnet import (
-    A_EP,
-    A_IP4,
-    B_EP,
-    B_IP4,
-    DATA,
-    INIT,
-    MemNet,
-    Node,
-    p4,
-    pair,
-    wires,
-)
 from wgpy.protocol import DropReason, messages
 from wgpy.protocol.constants import (
     KEEPALIVE_TIMEOUT,
@@ -28,6 +15,19 @@ from wgpy.protocol.constants import (
     REKEY_ATTEMPT_TIME,
     REKEY_TIMEOUT,
     REKEY_TIMEOUT_JITTER_MAX,
+)
+from wgpy.testing.memnet import (
+    A_EP,
+    A_IP4,
+    B_EP,
+    B_IP4,
+    DATA,
+    INIT,
+    MemNet,
+    Node,
+    p4,
+    pair,
+    wires,
 )
 
 JITTER = REKEY_TIMEOUT_JITTER_MAX

@@ -3,12 +3,12 @@ noise.PreparedResponse)."""
 
 from __future__ import annotations
 
-from memnet import A_IP4, B_IP4, MemNet, ipv4_packet, kind, pair
 from wgpy.control.apply import PREPARE_ON_SET, apply_set
 from wgpy.control.uapi import PeerChange, SetRequest
 from wgpy.protocol import messages, noise
 from wgpy.protocol.constants import REKEY_TIMEOUT
 from wgpy.protocol.crypto import dh
+from wgpy.testing.memnet import A_IP4, B_IP4, MemNet, ipv4_packet, kind, pair
 
 
 def _initiations(net: MemNet) -> list[bytes]:

@@ -13,12 +13,10 @@ With ``pp``, C and D come from the PROXY header (else from the socket).
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from wgpy.proxy import proxyproto  # noqa: E402
 
@@ -93,6 +91,7 @@ class Udp(asyncio.DatagramProtocol):
                 client = "NO-HEADER"
             else:
                 info, used = res
+                assert info is not None
                 client, data = f"{info.src[0]}:{info.src[1]}", data[used:]
         reply = f"origin={self.name} client={client} data=".encode() + data
         assert self.transport is not None
@@ -109,7 +108,7 @@ async def main(specs: list[str]) -> None:
             await asyncio.start_server(serve_tcp(name, pp), host, int(port), family=fam,
                                        backlog=4096, reuse_address=True)  # fmt: skip
         else:
-            await loop.create_datagram_endpoint(lambda n=name, p=pp: Udp(n, p),
+            await loop.create_datagram_endpoint(functools.partial(Udp, name, pp),
                                                 local_addr=(host, int(port)))  # fmt: skip
     print("origin ready", flush=True)
     await asyncio.Event().wait()

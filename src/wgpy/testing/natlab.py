@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from lab import Lab, have_root_netns
+from wgpy.testing.lab import Lab, have_root_netns
 
 DEVICE = os.environ.get("WGPY_TEST_DEVICE", "wgpyd")
 ZONE = "wg.test"

@@ -27,24 +27,29 @@ from __future__ import annotations
 import copy
 import ipaddress
 import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-_TESTS = Path(__file__).resolve().parent.parent
-if str(_TESTS) not in sys.path:
-    sys.path.insert(0, str(_TESTS))
-
-from memnet import A_EP, A_IP4, B_EP, B_IP4, MemNet, Node, ipv4_packet, ipv6_packet, pair  # noqa: E402
-from wgpy.control import uapi  # noqa: E402
-from wgpy.control.apply import apply_set  # noqa: E402
-from wgpy.protocol import Device, SendDatagram  # noqa: E402
-from wgpy.protocol import messages as m  # noqa: E402
-from wgpy.protocol.constants import LABEL_MAC1, RATELIMIT_TABLE_MAX  # noqa: E402
-from wgpy.protocol.crypto import hash_, mac, nonce  # noqa: E402
-from wgpy.protocol.keypair import Keypair  # noqa: E402
-from wgpy.protocol.peer import padded_length  # noqa: E402
+from wgpy.control import uapi
+from wgpy.control.apply import apply_set
+from wgpy.protocol import ConfigError, Device, SendDatagram
+from wgpy.protocol import messages as m
+from wgpy.protocol.constants import LABEL_MAC1, RATELIMIT_TABLE_MAX
+from wgpy.protocol.crypto import hash_, mac, nonce
+from wgpy.protocol.keypair import Keypair
+from wgpy.protocol.peer import padded_length
+from wgpy.testing.memnet import (
+    A_EP,
+    A_IP4,
+    B_EP,
+    B_IP4,
+    MemNet,
+    Node,
+    ipv4_packet,
+    ipv6_packet,
+    pair,
+)
 
 _real_getaddrinfo = socket.getaddrinfo
 
@@ -220,14 +225,14 @@ def fuzz_config(data: bytes) -> None:
     text = _text(data)
     try:
         dev = config.parse_config(text, "fuzz.conf")
-    except config.ConfigError:
+    except ConfigError:
         dev = None
     if dev is not None:
         lines = config.to_uapi(dev)
         uapi.parse_set(lines)  # what the parser accepts, the device must accept
     try:
         config.parse_quick_config(text, Path("/nonexistent/fuzz.conf"), "wgfuzz0")
-    except config.ConfigError:
+    except ConfigError:
         pass
 
 

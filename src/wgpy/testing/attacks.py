@@ -13,13 +13,13 @@ import ipaddress
 import os
 import struct
 
-from memnet import A_IP4, B_IP4, MemNet, Node, ipv4_packet, pair
 from wgpy.protocol import Device
 from wgpy.protocol import messages as m
 from wgpy.protocol.constants import LABEL_COOKIE, LABEL_MAC1
 from wgpy.protocol.crypto import hash_, mac, nonce, xaead_decrypt
 from wgpy.protocol.keypair import Keypair
 from wgpy.protocol.peer import padded_length
+from wgpy.testing.memnet import A_IP4, B_IP4, MemNet, Node, ipv4_packet, pair
 
 
 def junk_initiation(responder_public: bytes, sender: int | None = None,

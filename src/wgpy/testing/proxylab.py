@@ -18,10 +18,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import Lab
 from wgpy.proxy import control
+from wgpy.testing.lab import Lab
 
-HERE = Path(__file__).resolve().parent
 TUNNEL = os.environ.get("WGPY_PROXY_TUNNEL", "wgpyd")
 
 
@@ -91,7 +90,7 @@ def build(lab: Lab) -> Topology:
 def start_origin(topo: Topology, *specs: str) -> None:
     lab = topo.lab
     log = f"origin{len(lab.procs)}.log"
-    lab.popen(topo.org, [sys.executable, str(HERE / "origin_server.py"), *specs], log=log)
+    lab.popen(topo.org, [sys.executable, "-m", "wgpy.testing.origin_server", *specs], log=log)
     lab.wait_for("origin ready", lambda: "origin ready" in lab.log(log), timeout=15)
 
 

@@ -15,9 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wgpy.protocol import Device, HandshakeKeys, LogEvent, SendDatagram, WriteTun, messages
-from wgpy.protocol import events as _events
 from wgpy.protocol.crypto import clamp, public_key
-from wgpy.protocol.events import Action, Endpoint
+from wgpy.protocol.events import Action, Endpoint, SendBatch, WriteTunBatch
 
 
 def seeded_rng(seed: int) -> Callable[[int], bytes]:
@@ -113,7 +112,7 @@ class MemNet:
                 self.in_flight.append(w)
             elif isinstance(act, WriteTun):
                 node.delivered.append(act.packet)
-            elif isinstance(act, getattr(_events, "SendBatch", ())):
+            elif isinstance(act, SendBatch):
                 off = 0
                 for size in act.sizes:
                     w = Wire(node.endpoint, act.endpoint, bytes(act.data[off : off + size]),
@@ -121,7 +120,7 @@ class MemNet:
                     off += size
                     self.sent.append(w)
                     self.in_flight.append(w)
-            elif isinstance(act, getattr(_events, "WriteTunBatch", ())):
+            elif isinstance(act, WriteTunBatch):
                 node.delivered.extend(bytes(p) for p in act.packets)
             elif isinstance(act, LogEvent):
                 node.logs.append(act.message)

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import Lab
+from wgpy.testing.lab import Lab
 
 IMPLS = ("wgpyd", "wireguard-go")
 
