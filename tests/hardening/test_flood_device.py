@@ -32,7 +32,8 @@ DH_REASONS = (DropReason.HANDSHAKE_DECRYPT, DropReason.UNKNOWN_PEER,
 
 
 def dh_ops(dev: Device) -> int:
-    return sum(dev.stats.drops[r] for r in DH_REASONS) + dev.stats.handshakes_received
+    accepted = dev.stats.initiations_received + dev.stats.responses_received
+    return sum(dev.stats.drops[r] for r in DH_REASONS) + accepted
 
 
 def _cookie_replies(acts: Sequence[object]) -> list[SendDatagram]:

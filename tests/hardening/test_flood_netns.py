@@ -52,7 +52,8 @@ def stats(lab: Lab, node: WgNode, pid: int) -> dict[str, int]:
 def dh_ops(s: dict[str, int]) -> int:
     reasons = ("HANDSHAKE_DECRYPT", "UNKNOWN_PEER", "REPLAYED_TIMESTAMP", "INITIATION_FLOOD",
                "UNEXPECTED_RESPONSE")
-    return s.get("handshakes_received", 0) + sum(s.get(f"drop.{r}", 0) for r in reasons)
+    accepted = s.get("initiations_received", 0) + s.get("responses_received", 0)
+    return accepted + sum(s.get(f"drop.{r}", 0) for r in reasons)
 
 
 def handshake_msgs(s: dict[str, int]) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from wgpy.protocol import Device, SendDatagram
+from wgpy.protocol import Action, Device, SendDatagram
 from wgpy.protocol import messages as m
 from wgpy.protocol.constants import RATELIMIT_TABLE_MAX
 from wgpy.protocol.crypto import clamp, public_key
@@ -50,7 +50,8 @@ def _unknown_static_initiation(net: MemNet, a: Node, b: Node) -> bytes:
     stranger.set_private_key(priv)
     p = stranger.add_peer(b.public)
     p.endpoint = b.endpoint
-    acts = stranger.send_keepalive(p, net.now, net.wall)
+    acts: list[Action] = []
+    p.send_keepalive(net.now, net.wall, acts)
     sends = [x for x in acts if isinstance(x, SendDatagram)]
     assert public_key(priv) not in b.device.peers
     return sends[0].data
@@ -166,11 +167,11 @@ def test_rate_limiter_table_is_bounded_under_a_cookie_holding_flood() -> None:
                  if isinstance(x, SendDatagram)]
         cookie = open_cookie_reply(reply[0].data, b.public, first)
         dev.decapsulate(junk_initiation(b.public, cookie=cookie), src, t, net.wall)
-        assert len(dev._limiter) <= RATELIMIT_TABLE_MAX
-    assert len(dev._limiter) == RATELIMIT_TABLE_MAX
+        assert dev.ratelimiter_entries <= RATELIMIT_TABLE_MAX
+    assert dev.ratelimiter_entries == RATELIMIT_TABLE_MAX
     # Entries age out: a second later the table empties on the next check.
     dev._limiter.allow(b"\x0a\x00\x00\x01", t + 2.5)
-    assert len(dev._limiter) == 1
+    assert dev.ratelimiter_entries == 1
 
 
 def test_repeated_valid_handshakes_do_not_grow_the_index_table() -> None:
@@ -182,6 +183,6 @@ def test_repeated_valid_handshakes_do_not_grow_the_index_table() -> None:
         net.send(a, ipv4_packet(A_IP4, B_IP4, b"rekey"))
         net.deliver()
         net.advance(6)
-    assert b.device.stats.handshakes_received >= 150
-    assert len(b.device._indices) <= 4, len(b.device._indices)
-    assert len(a.device._indices) <= 4, len(a.device._indices)
+    assert b.device.stats.initiations_received >= 150
+    assert len(b.device.indices) <= 4, len(b.device.indices)
+    assert len(a.device.indices) <= 4, len(a.device.indices)

@@ -1,5 +1,7 @@
-"""Hypothesis: the batched data paths (``encapsulate_batch``/``decapsulate_batch``)
-behave exactly like the one-packet paths.
+"""Hypothesis: batching changes nothing observable.  ``encapsulate``/
+``decapsulate`` are the batch functions called with one packet; this checks
+that settling per batch (timers, endpoint, counters applied once per peer)
+gives what settling per packet gives.
 
 Two identical MemNets (same seed) get the same traffic; one goes through
 ``encapsulate``/``decapsulate`` packet by packet, the other through the batch

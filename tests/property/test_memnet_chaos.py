@@ -47,7 +47,7 @@ def _check_invariants(net: MemNet) -> None:
             assert len(peer.staged) <= MAX_STAGED_PACKETS
             assert len(peer.keypairs.all()) <= 3
         # previous/current/next keypairs of each peer plus one pending handshake.
-        assert len(dev._indices) <= 4 * len(dev.peers)
+        assert len(dev.indices) <= 4 * len(dev.peers)
         assert len(dev._heap) < 200
 
 

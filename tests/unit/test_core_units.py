@@ -9,8 +9,8 @@ import pytest
 
 from wgpy.protocol import ConfigError, Device, HandshakeKeys
 from wgpy.protocol.constants import PADDING_MULTIPLE
+from wgpy.protocol.messages import padded_length
 from wgpy.protocol.noise import SessionKeys, StaticIdentity
-from wgpy.protocol.peer import padded_length
 from wgpy.testing.memnet import A_IP4, B_IP4, ipv4_packet, pair
 
 

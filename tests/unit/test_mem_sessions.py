@@ -9,7 +9,7 @@ import ipaddress
 
 import pytest
 
-from wgpy.protocol import DropReason, LogEvent, messages
+from wgpy.protocol import Action, DropReason, LogEvent, messages
 from wgpy.protocol.constants import MAX_STAGED_PACKETS, REKEY_TIMEOUT
 from wgpy.protocol.crypto import clamp, public_key
 from wgpy.testing.memnet import (
@@ -158,7 +158,8 @@ def test_padding_to_16_not_past_mtu(size: int, padded: int) -> None:
 def test_keepalive_is_empty_and_unpadded() -> None:
     net, a, b = pair()
     establish(net, a, b)
-    out = a.device.send_keepalive(peer_of(a, b), net.now, net.wall)
+    out: list[Action] = []
+    peer_of(a, b).send_keepalive(net.now, net.wall, out)
     net.handle(a, out)
     assert [len(w.data) for w in net.in_flight] == [messages.KEEPALIVE_SIZE]
     net.deliver()
@@ -458,9 +459,9 @@ def test_removing_a_peer_frees_its_indices_and_routes() -> None:
     establish(net, a, b)
     pb = peer_of(b, a)
     indices = {k.local_index for k in pb.keypairs.all()}
-    assert indices and all(i in b.device._indices for i in indices)
+    assert indices and all(i in b.device.indices for i in indices)
     b.device.remove_peer(a.public)
-    assert b.device._indices == {}
+    assert b.device.indices == {}
     assert a.public not in b.device.peers
     net.send(a, p4(A_IP4, B_IP4, 7))
     net.deliver()
@@ -488,9 +489,9 @@ def test_handshake_indices_do_not_leak() -> None:
         pa.expire_current_keypairs()
         establish(net, a, b)
     # At most previous/current/next keypairs plus one pending handshake.
-    assert len(a.device._indices) <= 4
-    assert len(b.device._indices) <= 4
-    assert {e.keypair for e in a.device._indices.values()} <= set(pa.keypairs.all()) | {None}
+    assert len(a.device.indices) <= 4
+    assert len(b.device.indices) <= 4
+    assert {e.keypair for e in a.device.indices.values()} <= set(pa.keypairs.all()) | {None}
 
 
 def test_changing_the_private_key() -> None:
@@ -532,11 +533,11 @@ def test_changing_the_private_key_abandons_a_pending_handshake() -> None:
     init = net.in_flight.pop()
     pa = peer_of(a, b)
     pending = pa.handshake.local_index
-    assert pending in a.device._indices
+    assert pending in a.device.indices
     a.device.set_private_key(clamp(b"\x17" * 32))
     # The old handshake's index is freed; b's response to it (mac1'd for a's
     # old key) is dropped and completes nothing.
-    assert pending not in a.device._indices
+    assert pending not in a.device.indices
     assert pa.handshake.local_index == 0
     net.inject(init.src, init.dst, init.data)
     resp = [w for w in net.in_flight if w.dst == A_EP]

@@ -332,7 +332,7 @@ def test_keys_zeroed_after_three_reject_after_time() -> None:
     for p in (pa, pb):
         assert p.keypairs.all() == []
         assert p.handshake.chain_key == b"" and p.handshake.local_ephemeral == b""
-    assert a.device._indices == {} and b.device._indices == {}
+    assert a.device.indices == {} and b.device.indices == {}
     assert any("Removing all keys" in m for m in a.logs)
     net.inject(late.src, late.dst, late.data)
     assert b.device.stats.drops[DropReason.UNKNOWN_INDEX] == 1

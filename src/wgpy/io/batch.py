@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+from collections import Counter
 from collections.abc import Sequence
 from typing import Final
 
@@ -42,11 +43,12 @@ def enable_gro(sock: socket.socket) -> bool:
 
 
 class GsoSender:
-    """Sends runs of datagrams with UDP GSO, falling back to one send each."""
+    """Sends runs of datagrams with UDP GSO, falling back to one send each.
+    Failed sends are dropped (as UDP drops) and counted in ``errors`` by errno."""
 
-    def __init__(self) -> None:
+    def __init__(self, errors: Counter[int]) -> None:
         self.gso = True
-        self.errors = 0
+        self.errors = errors
 
     def send(
         self, sock: socket.socket, data: bytes | bytearray | memoryview, sizes: Sequence[int],
@@ -78,13 +80,12 @@ class GsoSender:
                     sock.sendmsg([chunk], [(SOL_UDP, UDP_SEGMENT, _U16.pack(size))], 0, endpoint)
                 else:
                     sock.sendto(chunk, endpoint)
-            except (BlockingIOError, InterruptedError):
-                pass  # the socket buffer is full: drop, as UDP
             except OSError as e:
-                self.errors += 1
                 if j - i > 1 and e.errno in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP):
                     self.gso = False  # no GSO on this route: resend one by one
                     continue
+                # EAGAIN: the socket buffer is full; others: no route, ...
+                self.errors[e.errno or 0] += j - i
             off += total
             i = j
 

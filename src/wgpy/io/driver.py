@@ -22,6 +22,7 @@ import signal
 import socket
 import termios
 import time
+from collections import Counter
 from pathlib import Path
 
 from wgpy.control.apply import apply_set, device_info
@@ -31,17 +32,26 @@ from wgpy.io.batch import GroReceiver, GsoSender, enable_gro
 from wgpy.io.keylog import KeyLog
 from wgpy.io.log import SILENT, Logger
 from wgpy.io.loop import EventLoop, Timer
-from wgpy.io.tun import Tun, datapath_mode
+from wgpy.io.tun import Tun
 from wgpy.io.uapi_server import UapiServer
 from wgpy.io.udp import UdpBind
-from wgpy.protocol import Device, HandshakeKeys, LogEvent, SendDatagram, WriteTun, messages
-from wgpy.protocol.events import Action, SendBatch, WriteTunBatch
+from wgpy.protocol import (
+    Action,
+    Device,
+    HandshakeKeys,
+    LogEvent,
+    SendBatch,
+    SendDatagram,
+    WriteTun,
+    messages,
+    stats_line,
+)
 
 BATCH = 256
 TUN_BATCH_PACKETS = 128
 MAX_DATAGRAM = 65535
 SOCKET_CHECK_INTERVAL = 1.0
-# TUN wake-ups closer than this count as a burst (see _on_tun_batch).
+# TUN wake-ups closer than this count as a burst (see _on_tun).
 TUN_BURST_GAP = 0.0002
 # Busy polling after sending a handshake message (when busy polling is on).
 HANDSHAKE_BUSY_POLL = 0.004
@@ -76,17 +86,18 @@ class Driver:
         self._stopping = False
         self._loop = EventLoop(on_error=logger.error, busy_poll=busy_poll)
         self._uapi_ino = os.stat(uapi_path).st_ino
-        # The data path: see io/offload.py and io/batch.py; "naive" is one packet
-        # per call, kept as a reference for benchmarks (WGPY_DATAPATH).
-        self.mode = datapath_mode()
-        if tun.vnet_hdr and self.mode == "naive":
-            self.mode = "batch"  # the naive path cannot read vnet headers
+        # The data path (io/offload.py, io/batch.py): with the TUN's vnet header,
+        # TSO/USO super-segments and UDP GSO/GRO; without it, plain batches.
+        self.mode = "offload" if tun.vnet_hdr else "batch"
         self._tun_buf = bytearray(offload.VNET_HDR_LEN + MAX_DATAGRAM)
         self._tun_drain = False
         self._tun_last_wake = float("-inf")
         self._fionread = array.array("i", [0])
         self._gro = GroReceiver()
-        self._gso = GsoSender()
+        # UDP send failures by errno, for the SIGUSR1 line (a datagram that cannot
+        # be sent is dropped, as UDP does, but operators must be able to see it).
+        self.send_errors: Counter[int] = Counter()
+        self._gso = GsoSender(self.send_errors)
         self._gso.gso = self.mode == "offload"
         self.exit_reason = ""
 
@@ -94,7 +105,7 @@ class Driver:
     def run(self) -> None:
         """Serve the device until ``stop()``: a signal, the socket or the TUN going away."""
         loop = self._loop
-        loop.add_reader(self.tun.fd, self._on_tun if self.mode == "naive" else self._on_tun_batch)
+        loop.add_reader(self.tun.fd, self._on_tun)
         self._watch_bind()
         server = UapiServer(loop, self.uapi_sock, self._uapi)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -121,25 +132,8 @@ class Driver:
     def dump_stats(self) -> None:
         """SIGUSR1: one ``INFO:`` line with the device's counters (no secrets), at
         any LOG_LEVEL but silent; for operators and the hardening tests."""
-        if self.log.level <= SILENT:
-            return
-        dev = self.device
-        now = self._loop.time()
-        st = dev.stats
-        fields = [
-            f"under_load={int(dev.under_load(now))}",
-            f"peers={len(dev.peers)}",
-            f"indices={len(dev._indices)}",
-            f"ratelimiter={len(dev._limiter)}",
-            f"handshakes_sent={st.handshakes_sent}",
-            f"handshakes_received={st.handshakes_received}",
-            f"handshakes_completed={st.handshakes_completed}",
-            f"dh_responses={st.dh_responses}",
-            f"cookie_replies_sent={st.cookie_replies_sent}",
-        ]
-        drops = sorted(st.drops.items(), key=lambda x: x[0].name)
-        fields += [f"drop.{r.name}={n}" for r, n in drops]
-        self.log.info("stats " + " ".join(fields))
+        if self.log.level > SILENT:
+            self.log.info(stats_line(self.device, self._loop.time(), self.send_errors))
 
     def _shutdown(self) -> None:
         with contextlib.suppress(Exception):
@@ -184,8 +178,7 @@ class Driver:
         for s in self.bind.sockets():
             if self.mode == "offload":
                 enable_gro(s)
-            reader = self._on_udp if self.mode == "naive" else self._on_udp_batch
-            self._loop.add_reader(s.fileno(), functools.partial(reader, s))
+            self._loop.add_reader(s.fileno(), functools.partial(self._on_udp, s))
 
     def _unwatch_bind(self) -> None:
         for s in self.bind.sockets():
@@ -193,7 +186,7 @@ class Driver:
                 self._loop.remove_reader(s.fileno())
 
     # -- data path -----------------------------------------------------------
-    def _on_tun_batch(self) -> None:
+    def _on_tun(self) -> None:
         """Drain the TUN, split super-segments, hand the core one batch at a time.
 
         A TUN has no FIONREAD, and the read that ends a drain raises EAGAIN: ~40 µs
@@ -243,7 +236,7 @@ class Driver:
         self._tun_drain = reads > 1
         self._rearm()
 
-    def _on_udp_batch(self, sock: socket.socket) -> None:
+    def _on_udp(self, sock: socket.socket) -> None:
         """Drain a UDP socket (GRO reads when enabled), one core batch per source."""
         dev = self.device
         now = self._loop.time()
@@ -271,7 +264,7 @@ class Driver:
             source = addr
             batch.extend(datagrams)
             # FIONREAD instead of a read that fails with EAGAIN: ~20 µs less on
-            # a cold wake-up (see _on_tun_batch).
+            # a cold wake-up (see _on_tun).
             fcntl.ioctl(sock.fileno(), termios.FIONREAD, self._fionread)
             if not self._fionread[0]:
                 break
@@ -293,44 +286,6 @@ class Driver:
         except OSError as e:
             self.log.error(f"Failed to write packet to TUN device: {e.strerror}")
 
-    def _on_tun(self) -> None:
-        fd = self.tun.fd
-        dev = self.device
-        now = self._loop.time()
-        wall = time.time()
-        for _ in range(BATCH):
-            try:
-                packet = os.read(fd, MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                self.log.error(f"Failed to read packet from TUN device: {e.strerror}")
-                self.stop("TUN device went away")
-                return
-            if not packet:
-                self.stop("TUN device closed")
-                return
-            actions = dev.encapsulate(packet, now, wall)
-            if actions:
-                self._carry_out(actions)
-        self._rearm()
-
-    def _on_udp(self, sock: socket.socket) -> None:
-        dev = self.device
-        now = self._loop.time()
-        wall = time.time()
-        for _ in range(BATCH):
-            try:
-                data, addr = sock.recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                break  # e.g. ICMP errors surfacing on the socket
-            actions = dev.decapsulate(data, (addr[0], addr[1]), now, wall)
-            if actions:
-                self._carry_out(actions)
-        self._rearm()
-
     def _carry_out(self, actions: list[Action]) -> None:
         for act in actions:
             kind = type(act)
@@ -339,27 +294,22 @@ class Driver:
                 sock = self.bind.socket_for(act.endpoint)
                 if sock is not None:
                     self._gso.send(sock, act.data, act.sizes, act.endpoint)
-            elif kind is WriteTunBatch:
-                assert isinstance(act, WriteTunBatch)
+            elif kind is WriteTun:
+                assert isinstance(act, WriteTun)
                 self._write_tun(act.packets)
             elif kind is SendDatagram:
                 assert isinstance(act, SendDatagram)
-                self.bind.send(act.data, act.endpoint)
+                self.bind.send(act.data, act.endpoint, self.send_errors)
                 if messages.message_type(act.data) in _HANDSHAKE_SENT:
                     # The answer (response, or the first data packet that confirms
-                    # the keys) takes a cold peer ~1-2 ms: be awake for it.
+                    # the keys) takes a cold peer a while: be awake for it.
                     self._loop.keep_awake(self._loop.time() + HANDSHAKE_BUSY_POLL)
-            elif kind is WriteTun:
-                assert isinstance(act, WriteTun)
-                self._write_tun([act.packet])
             elif kind is LogEvent:
                 assert isinstance(act, LogEvent)
-                if act.verbose and act.rate_limited:
+                if act.rate_limited:
                     self.log.verbose_limited(act.message)
-                elif act.verbose:
-                    self.log.verbose(act.message)
                 else:
-                    self.log.error(act.message)
+                    self.log.verbose(act.message)
             elif kind is HandshakeKeys and self.keylog is not None:
                 assert isinstance(act, HandshakeKeys)
                 try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections import Counter
 from typing import Final
 
 from wgpy.protocol.events import Endpoint
@@ -81,16 +82,17 @@ class UdpBind:
     def socket_for(self, endpoint: Endpoint) -> socket.socket | None:
         return self.v6 if ":" in endpoint[0] else self.v4
 
-    def send(self, data: bytes | bytearray, endpoint: Endpoint) -> bool:
-        """Send one datagram; False when it could not be sent (dropped, as UDP)."""
+    def send(self, data: bytes | bytearray, endpoint: Endpoint, errors: Counter[int]) -> bool:
+        """Send one datagram; False when it could not be sent: then it is dropped,
+        as UDP drops, and counted in ``errors`` by errno."""
         s = self.v6 if ":" in endpoint[0] else self.v4
         if s is None:
+            errors[errno.EAFNOSUPPORT] += 1
             return False
         try:
             s.sendto(data, endpoint)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
+        except OSError as e:
+            errors[e.errno or 0] += 1
             return False
         return True
 

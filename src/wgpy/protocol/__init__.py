@@ -6,16 +6,19 @@ randomness through an ``rng(n) -> bytes`` callable given to the ``Device``.
 Inputs are bytes; outputs are lists of actions (``events``) for the I/O layer.
 """
 
-from wgpy.protocol.device import Device, DeviceStats
+from wgpy.protocol.device import Device
 from wgpy.protocol.errors import ConfigError, DropReason
 from wgpy.protocol.events import (
     Action,
+    Endpoint,
     HandshakeKeys,
     LogEvent,
+    SendBatch,
     SendDatagram,
     WriteTun,
 )
 from wgpy.protocol.peer import Peer
+from wgpy.protocol.stats import DeviceStats, stats_line
 
 __all__ = [
     "Action",
@@ -23,9 +26,12 @@ __all__ = [
     "Device",
     "DeviceStats",
     "DropReason",
+    "Endpoint",
     "HandshakeKeys",
     "LogEvent",
     "Peer",
+    "SendBatch",
     "SendDatagram",
     "WriteTun",
+    "stats_line",
 ]

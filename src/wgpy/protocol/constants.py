@@ -33,6 +33,12 @@ UNDER_LOAD_AFTER_TIME: Final = 1.0
 # uses an eighth of its 1024-slot handshake queue; a rate suits a sans-IO core.
 UNDER_LOAD_THRESHOLD: Final = 128
 
+# ICMP destination unreachable answers, per second and in a burst: the
+# kernel's defaults for the ICMP errors a host sends (icmp_msgs_per_sec,
+# icmp_msgs_burst).
+ICMP_ERROR_RATE: Final = 1000.0
+ICMP_ERROR_BURST: Final = 50
+
 # Packets queued per peer while its handshake runs (wireguard-go: 128).
 MAX_STAGED_PACKETS: Final = 128
 # Session index table: a bound on concurrent handshakes and keypairs.

@@ -3,67 +3,67 @@
 Theory of operation: the I/O layer feeds three inputs, each with the current
 monotonic time ``now`` and Unix time ``wall``:
 
-- ``encapsulate(packet)``: an IP packet read from the TUN;
-- ``decapsulate(datagram, source)``: a UDP datagram from the network;
+- ``encapsulate_batch(packets)``: IP packets read from the TUN;
+- ``decapsulate_batch(datagrams, source)``: UDP datagrams from one source;
 - ``tick()``: called at (or after) ``next_deadline()``;
 
-and carries out the actions each returns, in order.  Randomness comes from
-the ``rng`` given at construction.  Receive follows the kernel's receive.c:
+and carries out the actions each returns, in order (``encapsulate`` and
+``decapsulate`` are the same with one packet).  Randomness comes from the
+``rng`` given at construction; idle work (``prepare``) runs when the I/O
+layer has nothing else to do.  Receive follows the kernel's receive.c:
 handshake messages are checked for mac1 (and, under load, mac2 and the
 per-source rate limit) before any DH; transport messages are authenticated
-and replay-checked before anything about the peer (endpoint, timers) changes.
+and replay-checked before anything about the peer (endpoint, timers)
+changes.  The transport data path, both directions, is in ``fastpath``;
+this module holds configuration, the handshake messages and the timers.
 """
 
 from __future__ import annotations
 
 import heapq
 import ipaddress
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from wgpy.protocol import fastpath, ippacket, messages, noise
 from wgpy.protocol.allowedips import AllowedIPs
 from wgpy.protocol.constants import (
     DEFAULT_MTU,
     HANDSHAKE_INITIATION_RATE,
+    ICMP_ERROR_BURST,
+    ICMP_ERROR_RATE,
     MAX_PEERS,
-    REJECT_AFTER_MESSAGES,
-    REJECT_AFTER_TIME,
     REKEY_TIMEOUT_JITTER_MAX,
     UNDER_LOAD_AFTER_TIME,
     UNDER_LOAD_THRESHOLD,
 )
 from wgpy.protocol.cookie import CookieChecker, MacState
-from wgpy.protocol.crypto import InvalidTag, nonce
 from wgpy.protocol.errors import ConfigError, DropReason
-from wgpy.protocol.events import Action, Endpoint, HandshakeKeys, LogEvent, SendDatagram, WriteTun
+from wgpy.protocol.events import (
+    Action,
+    Endpoint,
+    HandshakeKeys,
+    LogEvent,
+    SendDatagram,
+    WriteTun,
+)
 from wgpy.protocol.keypair import Keypair
 from wgpy.protocol.peer import Peer
 from wgpy.protocol.ratelimiter import RateLimiter
+from wgpy.protocol.stats import DeviceStats
 
 # ``prepare``: generations/DHs per call (~60 µs each), and spare responder keys.
 PREPARE_BATCH = 4
 EPHEMERAL_POOL = 2
 
 
-@dataclass
-class DeviceStats:
-    drops: Counter[DropReason] = field(default_factory=Counter)
-    handshakes_sent: int = 0
-    handshakes_received: int = 0
-    handshakes_completed: int = 0
-    cookie_replies_sent: int = 0
-    dh_responses: int = 0
-
-    def drop(self, reason: DropReason, n: int = 1) -> None:
-        self.drops[reason] += n
-
-
 @dataclass(slots=True)
-class _IndexEntry:
+class IndexEntry:
+    """What a local session index names: a peer's keypair, or (``keypair`` None)
+    its pending handshake."""
+
     peer: Peer
-    keypair: Keypair | None  # None: the index names the peer's pending handshake
+    keypair: Keypair | None
 
 
 SOURCE_CACHE = 256  # parsed handshake sources kept (Device._sources)
@@ -90,7 +90,9 @@ class Device:
         self.stats = DeviceStats()
         self.verbose = False
         self.keylog = False
-        self._indices: dict[int, _IndexEntry] = {}
+        # Local session index -> what it names: the transport receive path looks
+        # the receiver index of every datagram up here.
+        self.indices: dict[int, IndexEntry] = {}
         self._cookies = CookieChecker(rng)
         self._limiter = RateLimiter()
         self._heap: list[tuple[float, int, Peer]] = []
@@ -99,6 +101,8 @@ class Device:
         self._load_count = 0
         self._under_load_until = float("-inf")
         self.force_under_load = False
+        self._icmp_tokens = float(ICMP_ERROR_BURST)
+        self._icmp_last = float("-inf")
         # Timer jitter needs no secrecy: draw it 2 bytes at a time from a
         # 256-byte refill, not one rng call (a getrandom syscall) per data packet.
         self._jitter_pool = b""
@@ -177,19 +181,19 @@ class Device:
     def allocate_index(self, peer: Peer, keypair: Keypair | None) -> int:
         for _ in range(64):
             index = int.from_bytes(self.rng(4), "little")
-            if index and index not in self._indices:
-                self._indices[index] = _IndexEntry(peer, keypair)
+            if index and index not in self.indices:
+                self.indices[index] = IndexEntry(peer, keypair)
                 return index
         raise RuntimeError("random source keeps returning used session indices")
 
     def release_index(self, index: int) -> None:
-        self._indices.pop(index, None)
+        self.indices.pop(index, None)
 
     def free_handshake_index(self, peer: Peer) -> None:
         index = peer.handshake.local_index
-        entry = self._indices.get(index)
+        entry = self.indices.get(index)
         if index and entry is not None and entry.keypair is None and entry.peer is peer:
-            del self._indices[index]
+            del self.indices[index]
 
     # -- configuration -----------------------------------------------------
     def set_private_key(self, private: bytes | None) -> None:
@@ -244,61 +248,82 @@ class Device:
     def under_load(self, now: float) -> bool:
         return self.force_under_load or now < self._under_load_until
 
+    @property
+    def ratelimiter_entries(self) -> int:
+        """Sources the handshake rate limiter tracks now (bounded by its table size)."""
+        return len(self._limiter)
+
     # -- outbound ------------------------------------------------------------
     def encapsulate(self, packet: bytes, now: float, wall: float) -> list[Action]:
-        """An IP packet from the TUN: route it to a peer and encrypt (or stage) it."""
-        out: list[Action] = []
-        dst = ippacket.destination(packet)
-        if dst is None:
-            self.stats.drop(DropReason.NOT_IP)
-            return out
-        peer = self.allowed_ips.lookup(dst[0], dst[1])
-        if peer is None:
-            self.stats.drop(DropReason.NO_ROUTE)
-            return out
-        if peer.endpoint is None:
-            self.stats.drop(DropReason.NO_ENDPOINT)
-            return out
-        if self.identity is None:
-            self.stats.drop(DropReason.NO_PRIVATE_KEY)
-            return out
-        peer.send_packet(packet, now, wall, out)
-        return out
+        """An IP packet from the TUN: route it to a peer and encrypt (or stage) it.
+        The batch path with one packet: ``encapsulate_batch`` (``fastpath``)."""
+        return fastpath.encapsulate_batch(self, (packet,), now, wall)
 
-    # Many IP packets from the TUN, in order: as ``encapsulate``, but each
-    # peer's transport datagrams come as one ``SendBatch``; many UDP datagrams
-    # from one source: as ``decapsulate``, the inner packets as
-    # ``WriteTunBatch`` (see ``fastpath``).  The functions themselves, not
-    # wrappers: one call less per wake-up.
+    # Many IP packets from the TUN, in order: each peer's transport datagrams
+    # come as one ``SendBatch``.  Many UDP datagrams from one source: the inner
+    # packets come as ``WriteTun``.  See ``fastpath``.  The functions
+    # themselves, not wrappers: one call less per wake-up.
     encapsulate_batch = fastpath.encapsulate_batch
     decapsulate_batch = fastpath.decapsulate_batch
+
+    def unreachable(self, packet: bytes | bytearray | memoryview, now: float,
+                    out: list[Action]) -> None:
+        """Answer ``packet``, which no peer takes (no allowed IPs cover its
+        destination, or that peer has no endpoint), with an ICMP destination
+        unreachable on the TUN, as the kernel's WireGuard does, so the sender
+        fails at once instead of timing out.  At most ICMP_ERROR_RATE a second
+        (burst ICMP_ERROR_BURST), as the kernel limits its ICMP errors."""
+        earned = (now - self._icmp_last) * ICMP_ERROR_RATE
+        tokens = min(ICMP_ERROR_BURST, self._icmp_tokens + earned)
+        self._icmp_last = now
+        self._icmp_tokens = tokens
+        if tokens < 1:
+            return
+        reply = ippacket.unreachable(bytes(packet))
+        if reply is not None:
+            self._icmp_tokens = tokens - 1
+            self.stats.unreachable_sent += 1
+            out.append(WriteTun([reply]))
 
     # -- inbound -------------------------------------------------------------
     def decapsulate(
         self, datagram: bytes, source: Endpoint, now: float, wall: float
     ) -> list[Action]:
-        """A UDP datagram from ``source``: the actions it causes (often none)."""
+        """A UDP datagram from ``source``: the actions it causes (often none).
+        Transport data takes the batch path with one datagram (``fastpath``)."""
+        if (
+            messages.message_type(datagram) == messages.MESSAGE_TRANSPORT
+            and len(datagram) >= messages.TRANSPORT_MIN_SIZE
+        ):
+            return fastpath.decapsulate_batch(self, (datagram,), source, now, wall)
         out: list[Action] = []
+        self.receive_handshake_message(datagram, source, now, wall, out)
+        return out
+
+    def receive_handshake_message(
+        self, datagram: bytes, source: Endpoint, now: float, wall: float, out: list[Action]
+    ) -> None:
+        """Anything but transport data: an initiation, a response or a cookie reply;
+        other datagrams are dropped as malformed.  The batch path hands over
+        every datagram that is not transport data here."""
         t = messages.message_type(datagram)
         n = len(datagram)
-        if t == messages.MESSAGE_TRANSPORT and n >= messages.TRANSPORT_MIN_SIZE:
-            self._receive_transport(datagram, source, now, wall, out)
-        elif t == messages.MESSAGE_INITIATION and n == messages.INITIATION_SIZE:
+        if t == messages.MESSAGE_INITIATION and n == messages.INITIATION_SIZE:
             self._receive_handshake(datagram, source, now, wall, out)
         elif t == messages.MESSAGE_RESPONSE and n == messages.RESPONSE_SIZE:
             self._receive_handshake(datagram, source, now, wall, out)
         elif t == messages.MESSAGE_COOKIE_REPLY and n == messages.COOKIE_REPLY_SIZE:
             self._receive_cookie_reply(messages.CookieReply.unpack(datagram), now, out)
         else:
-            self._drop(DropReason.MALFORMED, source, out)
-        return out
+            self.drop(DropReason.MALFORMED, source, out)
 
-    def _drop(self, reason: DropReason, source: Endpoint, out: list[Action]) -> None:
+    def drop(self, reason: DropReason, source: Endpoint, out: list[Action]) -> None:
+        """Count a datagram from ``source`` dropped for ``reason`` (and, when
+        verbose, log it: rate-limited, since a flood could repeat it)."""
         self.stats.drop(reason)
         if self.verbose:
             out.append(
                 LogEvent(
-                    True,
                     f"Dropped packet from {source[0]}:{source[1]}: {reason.value}",
                     rate_limited=True,
                 )
@@ -321,7 +346,7 @@ class Device:
             try:
                 parsed = _source_bytes(source)
             except ValueError:
-                self._drop(DropReason.MALFORMED, source, out)
+                self.drop(DropReason.MALFORMED, source, out)
                 return
             if len(self._sources) >= SOURCE_CACHE:
                 self._sources.clear()  # a flood of sources: no worse than no cache
@@ -329,17 +354,17 @@ class Device:
         ip, src = parsed
         state = self._cookies.check(data, src, now)
         if state is MacState.INVALID_MAC1:
-            self._drop(DropReason.BAD_MAC1, source, out)
+            self.drop(DropReason.BAD_MAC1, source, out)
             return
         if self.under_load(now):
             if state is not MacState.VALID_MAC1_AND_COOKIE:
                 sender = int.from_bytes(data[4:8], "little")
                 out.append(SendDatagram(source, self._cookies.make_reply(data, sender, src, now)))
                 self.stats.cookie_replies_sent += 1
-                self._drop(DropReason.BAD_MAC2, source, out)
+                self.drop(DropReason.BAD_MAC2, source, out)
                 return
             if not self._limiter.allow(ip, now):
-                self._drop(DropReason.RATE_LIMITED, source, out)
+                self.drop(DropReason.RATE_LIMITED, source, out)
                 return
         if messages.message_type(data) == messages.MESSAGE_INITIATION:
             self._receive_initiation(messages.Initiation.unpack(data), data, source, now, wall, out)
@@ -357,33 +382,33 @@ class Device:
     ) -> None:
         identity = self.identity
         if identity is None:
-            self._drop(DropReason.NO_PRIVATE_KEY, source, out)
+            self.drop(DropReason.NO_PRIVATE_KEY, source, out)
             return
         opened = noise.open_initiation(identity, msg)
         if opened is None:
-            self._drop(DropReason.HANDSHAKE_DECRYPT, source, out)
+            self.drop(DropReason.HANDSHAKE_DECRYPT, source, out)
             return
         peer = self.peers.get(opened.remote_static)
         if peer is None:
-            self._drop(DropReason.UNKNOWN_PEER, source, out)
+            self.drop(DropReason.UNKNOWN_PEER, source, out)
             return
         hs = peer.handshake
         done = noise.finish_initiation(opened, msg, hs)
         if done is None:
-            self._drop(DropReason.HANDSHAKE_DECRYPT, source, out)
+            self.drop(DropReason.HANDSHAKE_DECRYPT, source, out)
             return
         if not noise.timestamp_is_newer(hs, done.timestamp):
-            self._drop(DropReason.REPLAYED_TIMESTAMP, source, out)
+            self.drop(DropReason.REPLAYED_TIMESTAMP, source, out)
             return
         if now - hs.last_initiation_consumption < HANDSHAKE_INITIATION_RATE:
-            self._drop(DropReason.INITIATION_FLOOD, source, out)
+            self.drop(DropReason.INITIATION_FLOOD, source, out)
             return
         self.free_handshake_index(peer)
         noise.accept_initiation(hs, done, now)
-        self.stats.handshakes_received += 1
+        self.stats.initiations_received += 1
         peer.rx_bytes += len(data)
         if self.verbose:
-            out.append(LogEvent(True, f"{peer.name} - Received handshake initiation"))
+            out.append(LogEvent(f"{peer.name} - Received handshake initiation"))
         peer.timers.on_any_authenticated_packet_traversal(now)
         peer.timers.on_any_authenticated_packet_received(now)
         peer.endpoint = source
@@ -402,9 +427,9 @@ class Device:
         data = peer.cookies.add_macs(resp.pack(), now)
         ephemeral = hs.local_ephemeral
         keypair = Keypair(noise.begin_session(hs), now)
-        self._indices[index] = _IndexEntry(peer, keypair)
+        self.indices[index] = IndexEntry(peer, keypair)
         self._install(peer, keypair, ephemeral, now, out)
-        self.stats.dh_responses += 1
+        self.stats.responses_sent += 1
         # A response counts as a handshake sent (kernel send.c, wireguard-go
         # SendHandshakeResponse): the responder must not race its own
         # initiation against the key confirmation it is waiting for.
@@ -416,7 +441,7 @@ class Device:
             # first after REKEY_AFTER_TIME); under a flood, no work ahead.
             self.want_prepared(peer, initiation=False)
         if self.verbose:
-            out.append(LogEvent(True, f"{peer.name} - Sending handshake response"))
+            out.append(LogEvent(f"{peer.name} - Sending handshake response"))
         assert peer.endpoint is not None  # set from the initiation's source
         out.append(SendDatagram(peer.endpoint, data))
         peer.tx_bytes += len(data)
@@ -430,7 +455,7 @@ class Device:
         if self.verbose:
             role = "initiator" if keypair.is_initiator else "responder"
             out.append(
-                LogEvent(True, f"{peer.name} - Keypair {keypair.local_index} created ({role})")
+                LogEvent(f"{peer.name} - Keypair {keypair.local_index} created ({role})")
             )
         if self.keylog and self.identity is not None:
             out.append(
@@ -446,20 +471,20 @@ class Device:
         wall: float,
         out: list[Action],
     ) -> None:
-        entry = self._indices.get(msg.receiver)
+        entry = self.indices.get(msg.receiver)
         identity = self.identity
         if entry is None or entry.keypair is not None or identity is None:
-            self._drop(DropReason.UNKNOWN_INDEX, source, out)
+            self.drop(DropReason.UNKNOWN_INDEX, source, out)
             return
         peer = entry.peer
         hs = peer.handshake
         if not noise.consume_response(identity, hs, msg):
-            self._drop(DropReason.UNEXPECTED_RESPONSE, source, out)
+            self.drop(DropReason.UNEXPECTED_RESPONSE, source, out)
             return
-        self.stats.handshakes_received += 1
+        self.stats.responses_received += 1
         peer.rx_bytes += len(data)
         if self.verbose:
-            out.append(LogEvent(True, f"{peer.name} - Received handshake response"))
+            out.append(LogEvent(f"{peer.name} - Received handshake response"))
         peer.timers.on_any_authenticated_packet_traversal(now)
         peer.timers.on_any_authenticated_packet_received(now)
         peer.endpoint = source
@@ -467,10 +492,11 @@ class Device:
         keypair = Keypair(noise.begin_session(hs), now)
         entry.keypair = keypair
         self._install(peer, keypair, ephemeral, now, out)
-        self._handshake_complete(peer, now, wall)
+        self.handshake_complete(peer, now, wall)
         peer.send_keepalive(now, wall, out)
 
-    def _handshake_complete(self, peer: Peer, now: float, wall: float) -> None:
+    def handshake_complete(self, peer: Peer, now: float, wall: float) -> None:
+        """Call after a response is consumed, or the responder's keypair confirmed."""
         peer.timers.on_handshake_complete(now)
         peer.last_handshake_wall = wall
         self.stats.handshakes_completed += 1
@@ -478,71 +504,16 @@ class Device:
     def _receive_cookie_reply(
         self, reply: messages.CookieReply, now: float, out: list[Action]
     ) -> None:
-        entry = self._indices.get(reply.receiver)
+        entry = self.indices.get(reply.receiver)
         if entry is None:
             self.stats.drop(DropReason.UNKNOWN_INDEX)
             return
         if not entry.peer.cookies.consume_reply(reply, now):
             self.stats.drop(DropReason.BAD_COOKIE)
             return
+        self.stats.cookie_replies_received += 1
         if self.verbose:
-            out.append(LogEvent(True, f"{entry.peer.name} - Received cookie reply"))
-
-    def _receive_transport(
-        self, data: bytes, source: Endpoint, now: float, wall: float, out: list[Action]
-    ) -> None:
-        receiver, counter = messages.unpack_transport(data)
-        entry = self._indices.get(receiver)
-        if entry is None or entry.keypair is None:
-            self._drop(DropReason.UNKNOWN_INDEX, source, out)
-            return
-        kp = entry.keypair
-        if now - kp.created >= REJECT_AFTER_TIME or counter >= REJECT_AFTER_MESSAGES:
-            self._drop(DropReason.KEY_EXPIRED, source, out)
-            return
-        if not kp.replay.check(counter):
-            self._drop(DropReason.REPLAY, source, out)
-            return
-        try:
-            plain = kp.receive.decrypt(
-                nonce(counter), messages.transport_ciphertext(data), None
-            )
-        except InvalidTag:
-            self._drop(DropReason.DECRYPT, source, out)
-            return
-        if not kp.replay.update(counter):
-            self._drop(DropReason.REPLAY, source, out)
-            return
-        # Authenticated from here on.
-        peer = entry.peer
-        peer.endpoint = source
-        peer.rx_bytes += len(data)
-        if kp is peer.keypairs.next:
-            retired = peer.keypairs.confirm(kp)
-            if retired is not None:
-                self.release_index(retired.local_index)
-            self._handshake_complete(peer, now, wall)
-            peer.send_staged(now, wall, out)
-        peer.keep_key_fresh_receiving(now, wall, out)
-        peer.timers.on_any_authenticated_packet_traversal(now)
-        peer.timers.on_any_authenticated_packet_received(now)
-        if not plain:
-            if self.verbose:
-                out.append(LogEvent(True, f"{peer.name} - Receiving keepalive packet"))
-            return
-        peer.timers.on_data_received(now)
-        info = ippacket.source_and_length(plain)
-        if info is None:
-            self._drop(DropReason.NOT_IP, source, out)
-            return
-        bits, src, length = info
-        if length > len(plain) or length < (20 if bits == 32 else 40):
-            self._drop(DropReason.BAD_INNER_LENGTH, source, out)
-            return
-        if self.allowed_ips.lookup(bits, src) is not peer:
-            self._drop(DropReason.DISALLOWED_SOURCE, source, out)
-            return
-        out.append(WriteTun(plain[:length] if length < len(plain) else plain))
+            out.append(LogEvent(f"{entry.peer.name} - Received cookie reply"))
 
     # -- timers --------------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -568,15 +539,11 @@ class Device:
             nd = peer.timers.next_deadline()
             if nd is not None and not peer.removed:
                 peer.scheduled = float("inf")
-                peer._schedule(nd)
-        return out
-
-    def send_keepalive(self, peer: Peer, now: float, wall: float) -> list[Action]:
-        out: list[Action] = []
-        peer.send_keepalive(now, wall, out)
+                peer.schedule(nd)
         return out
 
     def send_staged(self, peer: Peer, now: float, wall: float) -> list[Action]:
+        """Send what ``peer`` has queued (starting a handshake if it needs one)."""
         out: list[Action] = []
         peer.send_staged(now, wall, out)
         return out

@@ -16,17 +16,10 @@ class SendDatagram:
 
 
 @dataclass(frozen=True, slots=True)
-class WriteTun:
-    """Deliver a decrypted inner IP packet to the TUN interface."""
-
-    packet: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class LogEvent:
-    """Something worth logging.  ``verbose`` messages are debug detail; none holds a secret."""
+    """A debug message for ``LOG_LEVEL=verbose`` (the core emits them only when
+    ``Device.verbose`` is set); none holds a secret."""
 
-    verbose: bool
     message: str
     # Per-packet messages (drops) that a flood could multiply: the I/O layer
     # may thin them out, as the kernel's net_dbg_ratelimited does.
@@ -57,10 +50,12 @@ class SendBatch:
 
 
 @dataclass(frozen=True, slots=True)
-class WriteTunBatch:
+class WriteTun:
     """Deliver decrypted inner IP packets to the TUN interface, in order."""
 
     packets: list[bytes]
 
 
-Action = SendDatagram | WriteTun | LogEvent | HandshakeKeys | SendBatch | WriteTunBatch
+Action = (
+    SendDatagram | SendBatch | WriteTun | LogEvent | HandshakeKeys
+)

@@ -1,17 +1,27 @@
-"""Batched data paths: many packets in, one action per peer out.
+"""The transport data path, both directions: many packets in, one action per
+peer out.  The single-packet calls (``Device.encapsulate``/``decapsulate``)
+are these with one packet, so every check on transport data is written once.
 
-Theory of operation.  ``Device.encapsulate``/``decapsulate`` handle one
-packet and return per-packet actions; at a few Gbit/s the Python around the
-~1.7 µs AEAD call is what costs.  These functions take a whole batch (the
-segments of a TUN super-segment, the datagrams of a GRO read) and do per
-packet only what must be per packet: route lookup (cached while the
-destination repeats), counter, padding, the AEAD into one preallocated
-buffer, the replay window, the inner source check (cached).  Per peer and
-batch they do once what is idempotent within one ``now``: timers, endpoint,
-byte counters, key freshness.  Anything unusual (a handshake message, a
-keypair awaiting confirmation, a datagram that fails a check) goes to the
-single-packet path, after the batch so far has been settled, so its
-behaviour and drop accounting are exactly those of ``decapsulate``.
+Theory of operation.  At a few Gbit/s the Python around the AEAD call is
+what costs.  These functions take a whole batch (the segments of a TUN
+super-segment, the datagrams of a GRO read) and do per packet only what
+must be per packet: route lookup (cached while the destination repeats),
+counter, padding, the AEAD into one preallocated buffer, the replay window,
+the inner source check (cached).  Per peer and batch they do once what is
+idempotent within one ``now``: timers, endpoint, byte counters, key
+freshness (``_settle``).  What is not transport data (handshake messages,
+cookie replies, garbage) goes to ``Device.receive_handshake_message``,
+after the batch so far has been settled, so the order of effects is that of
+the datagrams.  A packet for a peer without a usable session is staged and
+starts a handshake (``Peer.send_staged``).
+
+The receive checks, in the kernel's order (receive.c): known receiver
+index, keypair not expired, counter not replayed and below
+REJECT_AFTER_MESSAGES, AEAD open, then the replay window is updated; only
+then does anything about the peer change (endpoint, timers, key
+confirmation of a responder's ``next`` keypair).  After that the inner
+packet must be IPv4/IPv6 of a sane length from an address in the peer's
+allowed IPs.
 """
 
 from __future__ import annotations
@@ -23,8 +33,8 @@ from wgpy.protocol import messages
 from wgpy.protocol.constants import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
 from wgpy.protocol.crypto import NONCE, InvalidTag
 from wgpy.protocol.errors import DropReason
-from wgpy.protocol.events import Action, Endpoint, LogEvent, SendBatch, WriteTunBatch
-from wgpy.protocol.peer import padded_length
+from wgpy.protocol.events import Action, Endpoint, LogEvent, SendBatch, WriteTun
+from wgpy.protocol.messages import padded_length
 
 if TYPE_CHECKING:
     from wgpy.protocol.device import Device
@@ -66,6 +76,7 @@ def encapsulate_batch(
             last_dst = dst
         if peer is None:
             dev.stats.drop(DropReason.NO_ROUTE)
+            dev.unreachable(pkt, now, out)
             continue
         if peer is not gpeer:
             if gpeer is not None:
@@ -87,6 +98,8 @@ def send_batch(
     n = len(packets)
     if endpoint is None:
         peer.device.stats.drop(DropReason.NO_ENDPOINT, n)
+        for p in packets:
+            peer.device.unreachable(p, now, out)
         return
     if peer.device.identity is None:
         peer.device.stats.drop(DropReason.NO_PRIVATE_KEY, n)
@@ -98,8 +111,11 @@ def send_batch(
         or kp.send_counter + n >= REJECT_AFTER_MESSAGES
         or now - kp.created >= REJECT_AFTER_TIME
     ):
+        # Staged behind a handshake, or no usable session: queue, flush what
+        # the session (if any) still takes, start a handshake otherwise.
         for p in packets:
-            peer.send_packet(bytes(p), now, wall, out)
+            peer.stage(bytes(p))
+            peer.send_staged(now, wall, out)
         return
     mtu = peer.device.mtu
     sizes = []
@@ -130,7 +146,7 @@ def send_batch(
     out.append(SendBatch(endpoint, buf, sizes))
     peer.tx_bytes += len(buf)
     peer.timers.on_data_batch_sent(now)
-    peer._keep_key_fresh_sending(kp, now, wall, out)
+    peer.keep_key_fresh_sending(kp, now, wall, out)
 
 
 class _Touched:
@@ -151,59 +167,66 @@ def decapsulate_batch(
     plain: list[bytes] = []
     touched: dict[int, _Touched] = {}
     routes: dict[bytes, object] = {}
-    last_receiver = -1
+    last_receiver = -1  # the receiver whose keypair is cached below
     kp: Keypair | None = None
     tp: _Touched | None = None
-    indices = dev._indices
+    confirm = False  # kp is its peer's ``next``: the first packet on it confirms it
+    indices = dev.indices
     unpack = _TRANSPORT.unpack_from
     pack_nonce = _NONCE.pack
     lookup4 = dev.allowed_ips.lookup4
     lookup6 = dev.allowed_ips.lookup6
     for d in datagrams:
         size = len(d)
-        # Type 4 as a little-endian u32: d[0] == 4 and d[1:4] zero.
-        if size >= _OVERHEAD:
-            kind, receiver, counter = unpack(d)
-            fast = kind == messages.MESSAGE_TRANSPORT
+        if size < _OVERHEAD:
+            kind = 0
         else:
-            fast = False
-        if fast:
-            if receiver != last_receiver:
-                entry = indices.get(receiver)
-                kp = entry.keypair if entry is not None else None
-                last_receiver = receiver if kp is not None else -1
-                if kp is not None and entry is not None:
-                    peer = entry.peer
-                    if kp is peer.keypairs.next or now - kp.created >= REJECT_AFTER_TIME:
-                        kp = None
-                        last_receiver = -1
-                    else:
-                        tp = touched.get(id(peer))
-                        if tp is None:
-                            tp = touched[id(peer)] = _Touched(peer)
-                        replay = kp.replay
-                        decrypt = kp.receive.decrypt
-            # check() also refuses counters at or past REJECT_AFTER_MESSAGES.
-            fast = kp is not None and replay.check(counter)
-        if not fast:
+            kind, receiver, counter = unpack(d)
+        if kind != _KIND:
             _settle(out, plain, touched, source, now, wall)
             last_receiver = -1
-            out.extend(dev.decapsulate(bytes(d), source, now, wall))
+            dev.receive_handshake_message(bytes(d), source, now, wall, out)
             continue
-        assert tp is not None
+        if receiver != last_receiver:
+            last_receiver = -1
+            entry = indices.get(receiver)
+            kp = entry.keypair if entry is not None else None
+            if kp is None or entry is None:
+                dev.drop(DropReason.UNKNOWN_INDEX, source, out)
+                continue
+            if now - kp.created >= REJECT_AFTER_TIME:
+                dev.drop(DropReason.KEY_EXPIRED, source, out)
+                continue
+            last_receiver = receiver
+            peer = entry.peer
+            confirm = kp is peer.keypairs.next
+            tp = touched.get(id(peer))
+            if tp is None:
+                tp = touched[id(peer)] = _Touched(peer)
+            replay = kp.replay
+            decrypt = kp.receive.decrypt
+        assert tp is not None and kp is not None
+        # check() also refuses counters at or past REJECT_AFTER_MESSAGES.
+        if not replay.check(counter):
+            expired = counter >= REJECT_AFTER_MESSAGES
+            dev.drop(DropReason.KEY_EXPIRED if expired else DropReason.REPLAY, source, out)
+            continue
         try:
             p = decrypt(pack_nonce(counter), memoryview(d)[_HDR:], None)
         except InvalidTag:
-            dev._drop(DropReason.DECRYPT, source, out)
+            dev.drop(DropReason.DECRYPT, source, out)
             continue
         if not replay.update(counter):
-            dev._drop(DropReason.REPLAY, source, out)
+            dev.drop(DropReason.REPLAY, source, out)
             continue
         # Authenticated from here on.
         tp.rx += size
+        if confirm:
+            confirm = False
+            _confirm(dev, tp.peer, kp, source, now, wall, out)
         if not p:
             if dev.verbose:
-                out.append(LogEvent(True, f"{tp.peer.name} - Receiving keepalive packet"))
+                out.append(LogEvent(f"{tp.peer.name} - Receiving keepalive packet"))
             continue
         tp.data += 1
         # ippacket.source_and_length, inlined; the route cache is keyed by the
@@ -219,20 +242,35 @@ def decapsulate_batch(
             length = 40 + ((p[4] << 8) | p[5])
             bad = length > plen
         else:
-            dev._drop(DropReason.NOT_IP, source, out)
+            dev.drop(DropReason.NOT_IP, source, out)
             continue
         if bad:
-            dev._drop(DropReason.BAD_INNER_LENGTH, source, out)
+            dev.drop(DropReason.BAD_INNER_LENGTH, source, out)
             continue
         owner = routes.get(src, _NO_ROUTE)
         if owner is _NO_ROUTE:
             owner = routes[src] = (lookup4 if v == 4 else lookup6)(int.from_bytes(src, "big"))
         if owner is not tp.peer:
-            dev._drop(DropReason.DISALLOWED_SOURCE, source, out)
+            dev.drop(DropReason.DISALLOWED_SOURCE, source, out)
             continue
         plain.append(p[:length] if length < plen else p)
     _settle(out, plain, touched, source, now, wall)
     return out
+
+
+def _confirm(
+    dev: Device, peer: Peer, kp: Keypair, source: Endpoint, now: float, wall: float,
+    out: list[Action],
+) -> None:
+    """The initiator's first transport message on the responder's ``next``
+    keypair: promote it, complete the handshake and send what was staged
+    (from ``source``, where the initiator is now)."""
+    peer.endpoint = source
+    retired = peer.keypairs.confirm(kp)
+    if retired is not None:
+        dev.release_index(retired.local_index)
+    dev.handshake_complete(peer, now, wall)
+    peer.send_staged(now, wall, out)
 
 
 def _settle(
@@ -246,7 +284,7 @@ def _settle(
     """Emit what the batch so far decrypted and apply what it did to each peer
     (a function, not a closure: closures turn the loop's locals into cells)."""
     if plain:
-        out.append(WriteTunBatch(plain.copy()))
+        out.append(WriteTun(plain.copy()))
         plain.clear()
     for t in touched.values():
         _settle_peer(t, source, now, wall, out)

@@ -12,6 +12,8 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from wgpy.protocol.constants import PADDING_MULTIPLE
+
 MESSAGE_INITIATION: Final = 1
 MESSAGE_RESPONSE: Final = 2
 MESSAGE_COOKIE_REPLY: Final = 3
@@ -135,6 +137,20 @@ def unpack_transport(data: bytes | memoryview) -> tuple[int, int]:
 def transport_ciphertext(data: bytes) -> memoryview:
     """The encrypted part of a transport message (after the header)."""
     return memoryview(data)[TRANSPORT_HEADER_SIZE:]
+
+
+def padded_length(size: int, mtu: int) -> int:
+    """The length an inner packet of ``size`` bytes is zero-padded to before
+    encryption: a multiple of 16, but never past the MTU (wireguard-go's rule;
+    an ``mtu`` of 0 means no limit)."""
+    last_unit = size
+    if mtu == 0:
+        return (last_unit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
+    if last_unit > mtu:
+        last_unit %= mtu
+    padded = (last_unit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
+    padded = min(padded, mtu)
+    return size + (padded - last_unit)
 
 
 def message_type(data: bytes) -> int:

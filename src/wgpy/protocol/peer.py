@@ -1,9 +1,9 @@
 """One WireGuard peer: its keys, sessions, timers and the send path.
 
-Theory of operation (outbound, as wireguard-go's send.go): a packet for the
-peer is encrypted at once with the current keypair when one is usable;
-otherwise it is staged (a bounded queue, oldest dropped first) and a
-handshake is started.  When a session appears (response consumed, or the
+Theory of operation (outbound, as wireguard-go's send.go): packets for the
+peer are encrypted at once with the current keypair when one is usable
+(``fastpath.send_batch``); otherwise they are staged (a bounded queue,
+oldest dropped first) and a handshake is started.  When a session appears (response consumed, or the
 responder's keypair confirmed) the staged packets go out.  The timer hooks
 of ``timers.PeerTimers`` are called at the same points as in timers.c.
 Every method appends the actions it produces to ``out``.
@@ -40,19 +40,8 @@ if TYPE_CHECKING:
 _ZERO_PAD = bytes(PADDING_MULTIPLE)
 
 
-def padded_length(size: int, mtu: int) -> int:
-    """Length after padding to 16 without passing the MTU (wireguard-go's rule)."""
-    last_unit = size
-    if mtu == 0:
-        return (last_unit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
-    if last_unit > mtu:
-        last_unit %= mtu
-    padded = (last_unit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
-    padded = min(padded, mtu)
-    return size + (padded - last_unit)
-
-
 def short_name(public_key: bytes) -> str:
+    """The peer's name in log lines, as wireguard-go prints it."""
     b = base64.b64encode(public_key).decode()
     return f"peer({b[:4]}…{b[39:43]})"
 
@@ -66,7 +55,7 @@ class Peer:
         self.handshake.precompute(device.identity)
         self.cookies = CookieGenerator(public_key)
         self.keypairs = Keypairs()
-        self.timers = PeerTimers(self._schedule, device.jitter)
+        self.timers = PeerTimers(self.schedule, device.jitter)
         self.endpoint: Endpoint | None = None
         self.staged: deque[bytes] = deque()
         self.tx_bytes = 0
@@ -79,14 +68,15 @@ class Peer:
     def __repr__(self) -> str:
         return self.name
 
-    def _schedule(self, when: float) -> None:
+    def schedule(self, when: float) -> None:
+        """Make sure the device ticks this peer at ``when`` (timers call it)."""
         if when < self.scheduled:
             self.scheduled = when
             self.device.schedule(when, self)
 
     def _log(self, out: list[Action], message: str) -> None:
         if self.device.verbose:
-            out.append(LogEvent(True, f"{self.name} - {message}"))
+            out.append(LogEvent(f"{self.name} - {message}"))
 
     # -- configuration ---------------------------------------------------
     @property
@@ -108,44 +98,27 @@ class Peer:
         old = self.timers.persistent_keepalive_interval
         self.timers.persistent_keepalive_interval = interval
         if interval == 0:
-            self.timers._del(TimerKind.PERSISTENT_KEEPALIVE)
+            self.timers.stop(TimerKind.PERSISTENT_KEEPALIVE)
         elif old == 0:
             self.send_keepalive(now, wall, out)
 
     # -- send path ---------------------------------------------------------
-    def _usable(self, kp: Keypair | None, now: float) -> bool:
-        return (
-            kp is not None
-            and kp.send_counter < REJECT_AFTER_MESSAGES
-            and now - kp.created < REJECT_AFTER_TIME
-        )
+    @staticmethod
+    def _usable(kp: Keypair, now: float) -> bool:
+        return kp.send_counter < REJECT_AFTER_MESSAGES and now - kp.created < REJECT_AFTER_TIME
 
     def _encrypt(self, kp: Keypair, packet: bytes) -> bytes:
         counter = kp.send_counter
         kp.send_counter = counter + 1
         size = len(packet)
-        pad = padded_length(size, self.device.mtu) - size
+        pad = messages.padded_length(size, self.device.mtu) - size
         if pad:
             packet = packet + _ZERO_PAD[:pad] if pad <= PADDING_MULTIPLE else packet + bytes(pad)
         header = messages.TransportHeader.pack(kp.remote_index, counter)
         return header + kp.send.encrypt(nonce(counter), packet, None)
 
-    def send_packet(self, packet: bytes, now: float, wall: float, out: list[Action]) -> None:
-        """Send an inner packet (from the TUN): encrypt now, or stage and handshake."""
-        kp = self.keypairs.current
-        if not self.staged and kp is not None and self._usable(kp, now) and self.endpoint:
-            data = self._encrypt(kp, packet)
-            out.append(SendDatagram(self.endpoint, data))
-            self.tx_bytes += len(data)
-            self.timers.on_any_authenticated_packet_traversal(now)
-            self.timers.on_any_authenticated_packet_sent(now)
-            self.timers.on_data_sent(now)
-            self._keep_key_fresh_sending(kp, now, wall, out)
-            return
-        self.stage(packet)
-        self.send_staged(now, wall, out)
-
     def stage(self, packet: bytes) -> None:
+        """Queue an inner packet until a session can carry it (oldest dropped first)."""
         if len(self.staged) >= MAX_STAGED_PACKETS:
             self.staged.popleft()
             self.device.stats.drop(DropReason.QUEUE_FULL)
@@ -158,6 +131,7 @@ class Peer:
         self.send_staged(now, wall, out)
 
     def send_staged(self, now: float, wall: float, out: list[Action]) -> None:
+        """Encrypt and send the queue on the current session, or start a handshake."""
         if not self.staged:
             return
         kp = self.keypairs.current
@@ -185,17 +159,19 @@ class Peer:
         self.timers.on_any_authenticated_packet_sent(now)
         if sent_data:
             self.timers.on_data_sent(now)
-        self._keep_key_fresh_sending(kp, now, wall, out)
+        self.keep_key_fresh_sending(kp, now, wall, out)
 
-    def _keep_key_fresh_sending(
+    def keep_key_fresh_sending(
         self, kp: Keypair, now: float, wall: float, out: list[Action]
     ) -> None:
+        """Call after sending on ``kp``: start a rekey when it is old or worn."""
         if kp.send_counter > REKEY_AFTER_MESSAGES or (
             kp.is_initiator and now - kp.created > REKEY_AFTER_TIME
         ):
             self.initiate(now, wall, out, retry=False)
 
     def keep_key_fresh_receiving(self, now: float, wall: float, out: list[Action]) -> None:
+        """Call after receiving: an initiator whose session nears its end rekeys once."""
         if self.timers.sent_last_minute_handshake:
             return
         kp = self.keypairs.current
@@ -233,7 +209,7 @@ class Peer:
             self._log(out, "Sending handshake initiation")
             out.append(SendDatagram(self.endpoint, data))
             self.tx_bytes += len(data)
-            dev.stats.handshakes_sent += 1
+            dev.stats.initiations_sent += 1
         else:
             self._log(out, "Failed to send handshake initiation: no known endpoint for peer")
         self.timers.on_handshake_initiated(now)

@@ -58,7 +58,8 @@ class PeerTimers:
         self._deadlines[kind] = when
         self._schedule(when)
 
-    def _del(self, kind: TimerKind) -> None:
+    def stop(self, kind: TimerKind) -> None:
+        """Disarm one timer."""
         self._deadlines[kind] = None
 
     def pending(self, kind: TimerKind) -> bool:
@@ -128,11 +129,11 @@ class PeerTimers:
 
     def on_any_authenticated_packet_sent(self, now: float) -> None:
         """Call after sending any authenticated packet: data, keepalive or handshake."""
-        self._del(TimerKind.SEND_KEEPALIVE)
+        self.stop(TimerKind.SEND_KEEPALIVE)
 
     def on_any_authenticated_packet_received(self, now: float) -> None:
         """Call after receiving any authenticated packet: data, keepalive or handshake."""
-        self._del(TimerKind.NEW_HANDSHAKE)
+        self.stop(TimerKind.NEW_HANDSHAKE)
 
     def on_any_authenticated_packet_traversal(self, now: float) -> None:
         """Call after any authenticated packet is sent or received."""
@@ -145,7 +146,7 @@ class PeerTimers:
 
     def on_handshake_complete(self, now: float) -> None:
         """Call after a handshake response is received, or the responder's keypair confirmed."""
-        self._del(TimerKind.RETRANSMIT_HANDSHAKE)
+        self.stop(TimerKind.RETRANSMIT_HANDSHAKE)
         self.handshake_attempts = 0
         self.sent_last_minute_handshake = False
 
@@ -155,7 +156,7 @@ class PeerTimers:
 
     def on_gave_up(self, now: float) -> None:
         """Call after giving up on a handshake: stop keepalives, erase keys later."""
-        self._del(TimerKind.SEND_KEEPALIVE)
+        self.stop(TimerKind.SEND_KEEPALIVE)
         if not self.pending(TimerKind.ZERO_KEY_MATERIAL):
             self._mod(TimerKind.ZERO_KEY_MATERIAL, now + REJECT_AFTER_TIME * 3)
 

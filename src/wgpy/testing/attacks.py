@@ -18,7 +18,7 @@ from wgpy.protocol import messages as m
 from wgpy.protocol.constants import LABEL_COOKIE, LABEL_MAC1
 from wgpy.protocol.crypto import hash_, mac, nonce, xaead_decrypt
 from wgpy.protocol.keypair import Keypair
-from wgpy.protocol.peer import padded_length
+from wgpy.protocol.messages import padded_length
 from wgpy.testing.memnet import A_IP4, B_IP4, MemNet, Node, ipv4_packet, pair
 
 
@@ -75,12 +75,13 @@ def established(seed: int = 7) -> tuple[MemNet, Node, Node]:
 def snapshot(dev: Device) -> dict[str, object]:
     """Everything about ``dev`` that unauthenticated input must leave alone."""
     state: dict[str, object] = {
-        "indices": sorted(dev._indices),
-        "limiter": len(dev._limiter),
+        "indices": sorted(dev.indices),
+        "limiter": dev.ratelimiter_entries,
         "under_load_until": dev._under_load_until,
         "cookie_secret": (dev._cookies._secret, dev._cookies._secret_time),
-        "stats": (dev.stats.handshakes_received, dev.stats.handshakes_completed,
-                  dev.stats.dh_responses, dev.stats.cookie_replies_sent),
+        "stats": (dev.stats.initiations_received, dev.stats.responses_received,
+                  dev.stats.handshakes_completed, dev.stats.responses_sent,
+                  dev.stats.cookie_replies_sent, dev.stats.cookie_replies_received),
         "heap": len(dev._heap),
     }
     for key, p in dev.peers.items():

@@ -38,7 +38,7 @@ from wgpy.protocol import messages as m
 from wgpy.protocol.constants import LABEL_MAC1, RATELIMIT_TABLE_MAX
 from wgpy.protocol.crypto import hash_, mac, nonce
 from wgpy.protocol.keypair import Keypair
-from wgpy.protocol.peer import padded_length
+from wgpy.protocol.messages import padded_length
 from wgpy.testing.memnet import (
     A_EP,
     A_IP4,
@@ -181,7 +181,7 @@ def fuzz_device(data: bytes) -> None:
         if isinstance(act, SendDatagram):
             assert act.endpoint is not None and act.data
     w.inputs += 1
-    assert len(b._indices) <= 8, len(b._indices)
+    assert len(b.indices) <= 8, len(b.indices)
     assert len(b._limiter) <= RATELIMIT_TABLE_MAX
 
 

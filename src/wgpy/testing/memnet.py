@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from wgpy.protocol import Device, HandshakeKeys, LogEvent, SendDatagram, WriteTun, messages
 from wgpy.protocol.crypto import clamp, public_key
-from wgpy.protocol.events import Action, Endpoint, SendBatch, WriteTunBatch
+from wgpy.protocol.events import Action, Endpoint, SendBatch
 
 
 def seeded_rng(seed: int) -> Callable[[int], bytes]:
@@ -110,8 +110,6 @@ class MemNet:
                 w = Wire(node.endpoint, act.endpoint, act.data, self.now)
                 self.sent.append(w)
                 self.in_flight.append(w)
-            elif isinstance(act, WriteTun):
-                node.delivered.append(act.packet)
             elif isinstance(act, SendBatch):
                 off = 0
                 for size in act.sizes:
@@ -120,7 +118,7 @@ class MemNet:
                     off += size
                     self.sent.append(w)
                     self.in_flight.append(w)
-            elif isinstance(act, WriteTunBatch):
+            elif isinstance(act, WriteTun):
                 node.delivered.extend(bytes(p) for p in act.packets)
             elif isinstance(act, LogEvent):
                 node.logs.append(act.message)
