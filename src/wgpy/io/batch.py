@@ -10,7 +10,7 @@ segment size in a cmsg; ``GroReceiver`` hands them back as views.
 
 Python has no ``recvmmsg``/``sendmmsg``: where GSO/GRO do not apply (a
 peer that sends one datagram per syscall) the drain loop makes one call per
-datagram, which costs ~1 µs.
+datagram.
 """
 
 from __future__ import annotations

@@ -153,9 +153,9 @@ class Driver:
     @staticmethod
     def _settle_memory() -> None:
         """Collect once, then exempt what survived (modules, the libraries' objects:
-        ~100,000 of them) from the cyclic GC, so that the collections that run
-        while packets flow walk only what was made since.  A full collection of
-        it takes ~7 ms here; objects made later (peers) are collected as usual."""
+        about a hundred thousand) from the cyclic GC, so that the collections that
+        run while packets flow walk only what was made since: a full collection
+        would stall a handshake.  Objects made later (peers) are collected as usual."""
         gc.collect()
         gc.freeze()
 
@@ -189,8 +189,8 @@ class Driver:
     def _on_tun(self) -> None:
         """Drain the TUN, split super-segments, hand the core one batch at a time.
 
-        A TUN has no FIONREAD, and the read that ends a drain raises EAGAIN: ~40 µs
-        of exception handling when the process was asleep, on every ping.  So
+        A TUN has no FIONREAD, and the read that ends a drain raises EAGAIN: an
+        exception, costly in a process that was asleep, on every ping.  So
         sparse traffic reads once a wake-up (epoll is level-triggered: anything
         left wakes us at once), and a burst (several packets a wake-up, or
         wake-ups back to back) drains, for the batching."""
@@ -263,7 +263,7 @@ class Driver:
                 batch = []
             source = addr
             batch.extend(datagrams)
-            # FIONREAD instead of a read that fails with EAGAIN: ~20 µs less on
+            # FIONREAD instead of a read that fails with EAGAIN: no exception on
             # a cold wake-up (see _on_tun).
             fcntl.ioctl(sock.fileno(), termios.FIONREAD, self._fionread)
             if not self._fionread[0]:

@@ -4,11 +4,9 @@ Theory of operation.  wgpyd waits on few file descriptors (the TUN, one or
 two UDP sockets, the UAPI socket and its clients) and one timer that follows
 the protocol core's next deadline.  asyncio can do that, but each wake-up
 goes through its selector wrapper, handle objects and a context switch per
-callback: ~45 µs more than a bare ``epoll.poll`` per wake-up on this
-machine's vCPUs, measured from a send in another process to the first line
-of the callback (145 µs against 100 µs median, 10 ms apart).  A ping
-through two wgpyds wakes a daemon four times, so that cost was a third of
-the latency wgpyd added.  This loop is the whole of what wgpyd needs:
+callback, and a ping through two wgpyds wakes a daemon four times: that
+cost was a large share of the latency wgpyd added (docs/performance.md has
+the figures).  This loop is the whole of what wgpyd needs:
 
 * ``add_reader``/``add_writer``: level-triggered epoll callbacks;
 * ``call_at``/``call_later``: one-shot timers on the monotonic clock,
@@ -20,14 +18,13 @@ the latency wgpyd added.  This loop is the whole of what wgpyd needs:
 * busy polling: after events, keep polling without sleeping for
   ``busy_poll`` seconds, yielding the CPU (``sched_yield``) between polls.
 
-Why busy polling: on these vCPUs a process that slept for more than about a
-millisecond runs its next ~100 µs several times slower (caches and branch
-predictors lost while the vCPU halted: a no-op call costs 0.2 µs warm and
-11 µs after a 10 ms sleep).  A reply usually comes within a round trip, so
-staying awake for one keeps the code that handles it warm.  Its cost is CPU
-only while traffic flows: with 1 ms, two wgpyds spent 1.9 ms of CPU per
-ping at 100 pings/s, wireguard-go 2.5 ms (its runtime spins too); an idle
-tunnel never spins, and a busy one has no gaps to spin in.
+Why busy polling: on virtual CPUs that halt when idle, a process that slept
+for more than about a millisecond runs its next steps several times slower
+(caches and branch predictors lost).  A reply usually comes within a round
+trip, so staying awake for one keeps the code that handles it warm.  Its
+cost is CPU only while traffic flows (less per ping than wireguard-go's,
+whose runtime spins too); an idle tunnel never spins, and a busy one has no
+gaps to spin in.
 
 A callback that raises is logged with its traceback and the loop goes on,
 as asyncio does: one bad packet or request must not take the device down.

@@ -52,7 +52,8 @@ from wgpy.protocol.peer import Peer
 from wgpy.protocol.ratelimiter import RateLimiter
 from wgpy.protocol.stats import DeviceStats
 
-# ``prepare``: generations/DHs per call (~60 µs each), and spare responder keys.
+# ``prepare``: key generations/DHs per call (each one a hot loop would notice),
+# and spare responder keys.
 PREPARE_BATCH = 4
 EPHEMERAL_POOL = 2
 
@@ -108,7 +109,7 @@ class Device:
         self._jitter_pool = b""
         self._jitter_pos = 0
         # Handshake sources, parsed: peers send from the same few endpoints,
-        # and the parse is ~20-50 µs when the process has just woken up.
+        # and the parse is slow in a process that has just woken up.
         self._sources: dict[Endpoint, tuple[bytes, bytes]] = {}
         # Handshake work done ahead while idle (``prepare``): peers that want
         # their next response (and initiation) made, and spare responder

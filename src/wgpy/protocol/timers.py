@@ -87,7 +87,7 @@ class PeerTimers:
 
     # -- event hooks -----------------------------------------------------
     # The batch data path calls one combined hook per peer and batch: each
-    # Python call costs ~5-10 µs when a packet wakes a cold process.
+    # Python call is costly when a packet wakes a cold process.
     def on_data_batch_sent(self, now: float) -> None:
         """``on_any_authenticated_packet_traversal``, ``..._sent`` and ``on_data_sent``."""
         d = self._deadlines
