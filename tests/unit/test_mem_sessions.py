@@ -161,7 +161,7 @@ def test_keepalive_is_empty_and_unpadded() -> None:
     out: list[Action] = []
     peer_of(a, b).send_keepalive(net.now, net.wall, out)
     net.handle(a, out)
-    assert [len(w.data) for w in net.in_flight] == [messages.KEEPALIVE_SIZE]
+    assert [len(w.data) for w in net.in_flight] == [messages.TRANSPORT_MIN_SIZE]
     net.deliver()
     assert len(b.delivered) == 1  # only the first packet
 
@@ -226,7 +226,7 @@ def test_previous_current_next_rotation() -> None:
     # b now sends on the new keypair.
     net.send(b, p4(B_IP4, A_IP4, 73))
     w = net.in_flight[-1]
-    assert messages.unpack_transport(w.data)[0] == k2a.local_index
+    assert messages.TransportHeader.unpack(w.data).receiver == k2a.local_index
     net.deliver()
     assert a.delivered[-1] == p4(B_IP4, A_IP4, 73)
 

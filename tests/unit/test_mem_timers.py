@@ -45,7 +45,7 @@ def peer_of(node: Node, other: Node):  # type: ignore[no-untyped-def]
 
 
 def keepalives(net: MemNet, node: Node) -> list[float]:
-    return [w.time for w in wires(net, node, DATA) if len(w.data) == messages.KEEPALIVE_SIZE]
+    return [w.time for w in wires(net, node, DATA) if len(w.data) == messages.TRANSPORT_MIN_SIZE]
 
 
 # -- rekeying -----------------------------------------------------------------------
@@ -116,7 +116,7 @@ def test_rekey_after_messages(sender: str) -> None:
     net.deliver()
     net.send(node, p4(src, dst, 6))
     assert [w.data[0] for w in net.in_flight] == [DATA, INIT]
-    assert messages.unpack_transport(net.in_flight[0].data)[1] == REKEY_AFTER_MESSAGES
+    assert messages.TransportHeader.unpack(net.in_flight[0].data).counter == REKEY_AFTER_MESSAGES
     net.deliver()
     assert other.delivered[-2:] == [p4(src, dst, 5), p4(src, dst, 6)]
     assert node.device.stats.handshakes_completed == 2
@@ -365,7 +365,7 @@ def test_flushing_staged_packets_never_passes_reject_after_messages() -> None:
     pa.send_staged(net.now, net.wall, out)
     net.handle(a, out)
     data = [w for w in net.in_flight if w.data[0] == DATA]
-    counters = [messages.unpack_transport(w.data)[1] for w in data]
+    counters = [messages.TransportHeader.unpack(w.data).counter for w in data]
     assert counters == [REJECT_AFTER_MESSAGES - 2, REJECT_AFTER_MESSAGES - 1]
     # The rest wait for the new session that the exhausted key triggered.
     assert [w.data[0] for w in net.in_flight].count(INIT) == 1

@@ -227,7 +227,8 @@ def test_device_initiator_against_noiseprotocol_responder() -> None:
     sends = [a for a in out if isinstance(a, SendDatagram)]
     # The staged packet goes out at once on the new session, counter 0.
     assert len(sends) == 1
-    receiver, counter = messages.unpack_transport(sends[0].data)
+    hdr = messages.TransportHeader.unpack(sends[0].data)
+    receiver, counter = hdr.receiver, hdr.counter
     assert (receiver, counter) == (R_INDEX, 0)
     plain = bytes(resp_noise.decrypt(sends[0].data[16:]))
     assert plain[: len(inner)] == inner and len(plain) % 16 == 0

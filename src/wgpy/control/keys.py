@@ -11,7 +11,6 @@ Key objects never show their bytes in ``repr`` (secret hygiene); use
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import os
 
@@ -19,7 +18,6 @@ from wgpy.protocol.constants import KEY_LEN, ZERO_KEY
 from wgpy.protocol.crypto import clamp, public_key
 
 KEY_LEN_BASE64 = 44
-KEY_LEN_HEX = 64
 
 _B64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 
@@ -55,15 +53,6 @@ class Key:
         return cls(raw)
 
     @classmethod
-    def from_hex(cls, text: str) -> Key:
-        if len(text) != KEY_LEN_HEX:
-            raise InvalidKey("Key is not the correct length or format")
-        try:
-            return cls(binascii.unhexlify(text))
-        except (binascii.Error, ValueError) as e:
-            raise InvalidKey("Key is not the correct length or format") from e
-
-    @classmethod
     def zero(cls) -> Key:
         return cls(ZERO_KEY)
 
@@ -83,7 +72,7 @@ class Key:
 
     def public_key(self) -> Key:
         """The X25519 public key for this private key (clamping is implied)."""
-        return Key(public_from_private(self._raw))
+        return Key(public_key(self._raw))
 
     # -- comparison (constant time) ----------------------------------------
     def __eq__(self, other: object) -> bool:
@@ -98,10 +87,6 @@ class Key:
         return "Key(<redacted>)"
 
     __str__ = __repr__
-
-
-def public_from_private(raw: bytes) -> bytes:
-    return public_key(raw)
 
 
 def genkey() -> Key:

@@ -2,7 +2,7 @@
 
 Theory of operation.  One ``sendmsg`` with a ``UDP_SEGMENT`` cmsg sends a
 buffer of equal-sized datagrams (the last may be shorter) as one
-super-packet that the kernel splits as late as it can; ``send_runs`` cuts a
+super-packet that the kernel splits as late as it can; ``GsoSender.send`` cuts a
 batch into such runs (at most ``GSO_MAX_SEGMENTS`` datagrams, 64 KB) and
 sends single datagrams with a plain ``sendto``.  With ``UDP_GRO`` set, one
 ``recvmsg_into`` may return many datagrams of one flow glued together, the

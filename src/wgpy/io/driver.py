@@ -99,7 +99,6 @@ class Driver:
         self.send_errors: Counter[int] = Counter()
         self._gso = GsoSender(self.send_errors)
         self._gso.gso = self.mode == "offload"
-        self.exit_reason = ""
 
     # -- lifecycle -----------------------------------------------------------
     def run(self) -> None:
@@ -125,7 +124,6 @@ class Driver:
     def stop(self, reason: str) -> None:
         if not self._stopping:
             self._stopping = True
-            self.exit_reason = reason
             self.log.verbose(f"Shutting down: {reason}")
             self._loop.stop()
 

@@ -42,7 +42,6 @@ F_NEEDS_CSUM: Final = 1
 F_DATA_VALID: Final = 2
 GSO_NONE: Final = 0
 GSO_TCPV4: Final = 1
-GSO_UDP: Final = 3
 GSO_TCPV6: Final = 4
 GSO_UDP_L4: Final = 5
 GSO_ECN: Final = 0x80

@@ -136,15 +136,6 @@ class _Trie(Generic[T]):
             return node.child0
         return node
 
-    def count_nodes(self) -> int:
-        stack = [self.root]
-        n = 0
-        while stack:
-            node = stack.pop()
-            if node is not None:
-                n += 1
-                stack.extend((node.child0, node.child1))
-        return n
 
 
 class AllowedIPs(Generic[T]):
@@ -187,18 +178,9 @@ class AllowedIPs(Generic[T]):
             if trie.exact(key, cidr) is peer:
                 trie.remove(key, cidr)
 
-    def lookup(self, bits: int, address: int) -> T | None:
-        return (self._v4 if bits == 32 else self._v6).lookup(address)
-
     def entries(self, peer: T) -> Iterator[Network]:
         for bits, key, cidr in self._by_peer.get(peer, {}):
             if bits == 32:
                 yield ipaddress.IPv4Network((key, cidr))
             else:
                 yield ipaddress.IPv6Network((key, cidr))
-
-    def count(self, peer: T) -> int:
-        return len(self._by_peer.get(peer, {}))
-
-    def node_count(self) -> int:
-        return self._v4.count_nodes() + self._v6.count_nodes()

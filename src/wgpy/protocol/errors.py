@@ -34,7 +34,6 @@ class DropReason(enum.Enum):
     NO_ENDPOINT = "peer has no endpoint"
     QUEUE_FULL = "staged queue full, oldest packet dropped"
     HANDSHAKE_GAVE_UP = "handshake did not complete, queued packets dropped"
-    TOO_BIG = "packet larger than the MTU"
 
 
 class ConfigError(ValueError):

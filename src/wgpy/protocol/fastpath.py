@@ -61,7 +61,7 @@ def encapsulate_batch(
     lookup4 = dev.allowed_ips.lookup4
     lookup6 = dev.allowed_ips.lookup6
     for pkt in packets:
-        # ippacket.destination, inlined; the address bytes (4 or 16) key the cache.
+        # The destination address; its bytes (4 or 16 long) key the route cache.
         size = len(pkt)
         v = pkt[0] >> 4 if size else 0
         if v == 4 and size >= 20:
@@ -229,8 +229,8 @@ def decapsulate_batch(
                 out.append(LogEvent(f"{tp.peer.name} - Receiving keepalive packet"))
             continue
         tp.data += 1
-        # ippacket.source_and_length, inlined; the route cache is keyed by the
-        # source address bytes (4 or 16 long, so the families cannot collide).
+        # Source and total length from the IP header; the route cache is keyed by
+        # the source address bytes (4 or 16 long, so the families cannot collide).
         plen = len(p)
         v = p[0] >> 4
         if v == 4 and plen >= 20:

@@ -15,30 +15,6 @@ def version(packet: bytes | bytearray | memoryview) -> int:
     return packet[0] >> 4 if packet else 0
 
 
-def destination(packet: bytes | bytearray | memoryview) -> tuple[int, int] | None:
-    """(family bits 32|128, destination address as int), or None if not IP."""
-    v = packet[0] >> 4 if packet else 0
-    if v == 4 and len(packet) >= IPV4_HEADER_MIN:
-        return 32, int.from_bytes(packet[16:20], "big")
-    if v == 6 and len(packet) >= IPV6_HEADER_LEN:
-        return 128, int.from_bytes(packet[24:40], "big")
-    return None
-
-
-def source_and_length(packet: bytes | bytearray | memoryview) -> tuple[int, int, int] | None:
-    """(family bits, source address as int, total length from the header), or None."""
-    v = packet[0] >> 4 if packet else 0
-    if v == 4 and len(packet) >= IPV4_HEADER_MIN:
-        return 32, int.from_bytes(packet[12:16], "big"), int.from_bytes(packet[2:4], "big")
-    if v == 6 and len(packet) >= IPV6_HEADER_LEN:
-        return (
-            128,
-            int.from_bytes(packet[8:24], "big"),
-            IPV6_HEADER_LEN + int.from_bytes(packet[4:6], "big"),
-        )
-    return None
-
-
 # -- ICMP destination unreachable ------------------------------------------------
 # What the kernel's WireGuard answers a packet no peer takes with (device.c,
 # wg_xmit): ICMP host unreachable, ICMPv6 address unreachable.

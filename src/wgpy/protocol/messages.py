@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from wgpy.protocol.constants import PADDING_MULTIPLE
+from wgpy.protocol.constants import PADDING_MULTIPLE, TAG_LEN
 
 MESSAGE_INITIATION: Final = 1
 MESSAGE_RESPONSE: Final = 2
@@ -28,8 +28,8 @@ INITIATION_SIZE: Final = 148
 RESPONSE_SIZE: Final = 92
 COOKIE_REPLY_SIZE: Final = 64
 TRANSPORT_HEADER_SIZE: Final = 16
-TRANSPORT_MIN_SIZE: Final = TRANSPORT_HEADER_SIZE + 16
-KEEPALIVE_SIZE: Final = TRANSPORT_MIN_SIZE
+# A keepalive is exactly this: a header and the tag of an empty plaintext.
+TRANSPORT_MIN_SIZE: Final = TRANSPORT_HEADER_SIZE + TAG_LEN
 assert _INITIATION.size == INITIATION_SIZE
 assert _RESPONSE.size == RESPONSE_SIZE
 assert _COOKIE_REPLY.size == COOKIE_REPLY_SIZE
@@ -128,17 +128,6 @@ class TransportHeader:
         return cls(receiver, counter)
 
 
-def unpack_transport(data: bytes | memoryview) -> tuple[int, int]:
-    """(receiver, counter) of a transport message known to be long enough."""
-    _, receiver, counter = TRANSPORT_HEADER.unpack_from(data, 0)
-    return receiver, counter
-
-
-def transport_ciphertext(data: bytes) -> memoryview:
-    """The encrypted part of a transport message (after the header)."""
-    return memoryview(data)[TRANSPORT_HEADER_SIZE:]
-
-
 def padded_length(size: int, mtu: int) -> int:
     """The length an inner packet of ``size`` bytes is zero-padded to before
     encryption: a multiple of 16, but never past the MTU (wireguard-go's rule;
@@ -183,14 +172,14 @@ def mac1_span(data: bytes) -> tuple[bytes, bytes]:
     """(covered bytes, mac1) of a handshake message (initiation or response)."""
     initiation = message_type(data) == MESSAGE_INITIATION
     off = INITIATION_MAC1_OFFSET if initiation else RESPONSE_MAC1_OFFSET
-    return data[:off], data[off : off + 16]
+    return data[:off], data[off : off + TAG_LEN]
 
 
 def mac2_span(data: bytes) -> tuple[bytes, bytes]:
     """(covered bytes, mac2) of a handshake message (initiation or response)."""
     initiation = message_type(data) == MESSAGE_INITIATION
     off = INITIATION_MAC2_OFFSET if initiation else RESPONSE_MAC2_OFFSET
-    return data[:off], data[off : off + 16]
+    return data[:off], data[off : off + TAG_LEN]
 
 
 def with_macs(data: bytes, mac1: bytes, mac2: bytes) -> bytes:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from wgpy.protocol import tai64n
-from wgpy.protocol.constants import CONSTRUCTION, IDENTIFIER, ZERO_KEY
+from wgpy.protocol.constants import CONSTRUCTION, IDENTIFIER, TIMESTAMP_LEN, ZERO_KEY
 from wgpy.protocol.crypto import (
     aead_decrypt,
     aead_encrypt,
@@ -69,7 +69,7 @@ class Handshake:
         self.remote_ephemeral = b""
         self.local_index = 0
         self.remote_index = 0
-        self.latest_timestamp = bytes(12)
+        self.latest_timestamp = bytes(TIMESTAMP_LEN)
         self.last_initiation_consumption = float("-inf")
         # The next initiation's first steps, and the next response's ephemeral
         # and se, made ahead (``Device.prepare``); they survive ``clear()``:

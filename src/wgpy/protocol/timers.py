@@ -100,7 +100,8 @@ class PeerTimers:
 
     def on_data_batch_received(self, now: float, data_packets: int) -> None:
         """``on_any_authenticated_packet_traversal``, ``..._received`` and, per data
-        (not keepalive) packet, ``on_data_received``: two calls of it have the
+        (not keepalive) packet, timers.c's data-received hook (arm the passive
+        keepalive, or note that another is due): two calls of it have the
         effect of any larger number (it arms once, then only flags)."""
         d = self._deadlines
         if self.persistent_keepalive_interval > 0:
@@ -119,13 +120,6 @@ class PeerTimers:
         if not self.pending(TimerKind.NEW_HANDSHAKE):
             delay = KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
             self._mod(TimerKind.NEW_HANDSHAKE, now + delay)
-
-    def on_data_received(self, now: float) -> None:
-        """Call after receiving a data packet (not a keepalive)."""
-        if not self.pending(TimerKind.SEND_KEEPALIVE):
-            self._mod(TimerKind.SEND_KEEPALIVE, now + KEEPALIVE_TIMEOUT)
-        else:
-            self.need_another_keepalive = True
 
     def on_any_authenticated_packet_sent(self, now: float) -> None:
         """Call after sending any authenticated packet: data, keepalive or handshake."""
