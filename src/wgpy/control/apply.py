@@ -53,6 +53,8 @@ def apply_set(device: Device, req: SetRequest, now: float, wall: float) -> list[
             prepared += 1
         if change.replace_allowed_ips:
             device.allowed_ips.remove_peer(peer)
+        for net in change.removed_ips:
+            device.allowed_ips.remove(net, peer)
         for net in change.allowed_ips:
             device.allowed_ips.insert(net, peer)
         if change.persistent_keepalive_interval is not None:

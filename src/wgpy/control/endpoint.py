@@ -1,4 +1,4 @@
-"""``HOST:PORT`` text: the one place that splits, parses and prints it.
+"""``HOST:PORT`` text: the one place that splits, parses and prints it (pure).
 
 An endpoint in memory is ``wgpy.protocol.events.Endpoint``, a plain
 ``(host, port)`` tuple as the socket module takes it.  Text comes in three
@@ -14,7 +14,7 @@ strictnesses, all built on ``split_host_port``:
 
 from __future__ import annotations
 
-import socket
+import ipaddress
 
 from wgpy.protocol.events import Endpoint
 
@@ -60,12 +60,12 @@ def parse_endpoint(text: str) -> Endpoint:
     bracketed = text.startswith("[")
     if ":" in host and not bracketed:
         raise ValueError(f"bad endpoint {shown!r}: an IPv6 address needs brackets")
-    family = socket.AF_INET6 if bracketed else socket.AF_INET
     try:
-        # A C call, not ipaddress's parser: a ``wg set ... endpoint`` is
-        # usually followed by traffic, and its latency is part of that.
-        socket.inet_pton(family, host.split("%")[0])
-    except (OSError, ValueError):
+        if bracketed:
+            ipaddress.IPv6Address(host)
+        else:
+            ipaddress.IPv4Address(host)
+    except ValueError:
         raise ValueError(f"bad address in endpoint {shown!r}") from None
     if not (port.isascii() and port.isdigit()) or len(port) > 5 or not 0 < int(port) < 65536:
         raise ValueError(f"bad port in endpoint {shown!r}")

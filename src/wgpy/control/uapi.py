@@ -1,4 +1,4 @@
-"""The cross-platform userspace configuration protocol (UAPI), both ends.
+"""The cross-platform userspace configuration protocol (UAPI): the codec.
 
 Theory of operation: a userspace WireGuard device listens on
 ``/var/run/wireguard/NAME.sock``.  A request is ``get=1`` or ``set=1``
@@ -6,17 +6,16 @@ followed by ``key=value`` lines and an empty line; the reply is ``key=value``
 lines (for a get) ending in ``errno=N`` and an empty line.  Errors are
 negative errnos, as wireguard-go sends them (``errno=-22`` for EINVAL).
 
-This module holds the pure codec (``DeviceInfo`` <-> get text) and a small
-blocking client.  The server side lives with the device, which owns the state
-a set changes.
+This module is the codec, sans I/O: ``DeviceInfo`` <-> get text, and set
+lines -> a validated ``SetRequest``.  The blocking client is
+``control.uapi_client``; the server is ``io.uapi_server`` (framing) and the
+daemon's driver, which owns the state a set changes (``control.apply``).
 """
 
 from __future__ import annotations
 
 import errno as errno_mod
 import ipaddress
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,15 +27,13 @@ SOCKET_DIR = Path("/var/run/wireguard")
 
 
 class UapiError(Exception):
-    """A device answered a request with a non-zero errno."""
+    """A request failed with ``errno`` (negative, as on the wire): a set the
+    device refused, or a reply that carried a non-zero errno."""
 
     def __init__(self, errno: int, message: str = "") -> None:
         self.errno = errno
-        try:
-            text = os.strerror(abs(errno)) if errno else "success"
-        except (ValueError, OverflowError):
-            text = "unknown error"
-        super().__init__(message or f"{text} (errno={errno})")
+        name = errno_mod.errorcode.get(abs(errno), "unknown error")
+        super().__init__(message or f"{name} (errno={errno})")
 
 
 class UapiProtocolError(Exception):
@@ -162,7 +159,8 @@ class PeerChange:
     endpoint: Endpoint | None = None
     persistent_keepalive_interval: int | None = None
     replace_allowed_ips: bool = False
-    allowed_ips: list[Network] = field(default_factory=list)
+    allowed_ips: list[Network] = field(default_factory=list)  # added, after any removals
+    removed_ips: list[Network] = field(default_factory=list)
 
 
 @dataclass
@@ -177,9 +175,22 @@ class SetRequest:
     peers: list[PeerChange] = field(default_factory=list)
 
 
+# Error texts are logged by the daemon and read by whoever runs ``wg``: they
+# never echo a whole line (it may hold a key), only a named key and a
+# bounded piece of a value that is not secret.
+_SHOWN = 64
+
+
+def _shown_key(key: str) -> str:
+    """A key name fit to print: an identifier of sane length, else nothing."""
+    if len(key) <= 32 and key.replace("_", "").isalnum() and key.isascii():
+        return key
+    return "(not shown)"
+
+
 def _bool_true(key: str, value: str) -> bool:
     if value != "true":
-        raise UapiError(EINVAL, f"failed to set {key}, invalid value: {value}")
+        raise UapiError(EINVAL, f"failed to set {key}, invalid value: {value[:16]!r}")
     return True
 
 
@@ -187,7 +198,7 @@ def _uint(key: str, value: str, bits: int) -> int:
     # isdigit() alone admits "²" and other Unicode digits int() refuses.
     # A length bound first: int() refuses strings of over 4,300 digits.
     if not (value.isascii() and value.isdigit()) or len(value) > 20:
-        raise UapiError(EINVAL, f"invalid {key}: {value[:40]!r}")
+        raise UapiError(EINVAL, f"invalid {key}: {value[:_SHOWN]!r}")
     n = int(value)
     if n >= 1 << bits:
         raise UapiError(EINVAL, f"invalid {key}: {value!r} out of range")
@@ -214,7 +225,7 @@ def parse_set(lines: list[str]) -> SetRequest:
     for line in lines:
         key, sep, value = line.partition("=")
         if not sep:
-            raise UapiError(EPROTO, f"failed to parse line {line!r}")
+            raise UapiError(EPROTO, "failed to parse a line without '=' (not shown)")
         if key == "public_key":
             peer = PeerChange(public_key=_key(key, value))
             req.peers.append(peer)
@@ -231,7 +242,7 @@ def parse_set(lines: list[str]) -> SetRequest:
             elif key == "replace_peers":
                 req.replace_peers = _bool_true(key, value)
             else:
-                raise UapiError(EINVAL, f"invalid UAPI device key: {key}")
+                raise UapiError(EINVAL, f"invalid UAPI device key: {_shown_key(key)}")
             continue
         if key == "update_only":
             peer.update_only = _bool_true(key, value)
@@ -243,83 +254,35 @@ def parse_set(lines: list[str]) -> SetRequest:
             try:
                 peer.endpoint = parse_endpoint(value)
             except ValueError:
-                raise UapiError(EINVAL, f"failed to set endpoint {value}") from None
+                raise UapiError(EINVAL, f"failed to set endpoint {value[:_SHOWN]!r}") from None
         elif key == "persistent_keepalive_interval":
             peer.persistent_keepalive_interval = _uint(key, value, 16)
         elif key == "replace_allowed_ips":
             peer.replace_allowed_ips = _bool_true(key, value)
             peer.allowed_ips.clear()
+            peer.removed_ips.clear()
         elif key == "allowed_ip":
+            # "-PREFIX" removes one (wireguard-tools' ``allowed-ips -PREFIX``).
+            remove = value.startswith("-")
             try:
-                net = ipaddress.ip_network(value, strict=False)
+                net = ipaddress.ip_network(value[1:] if remove else value, strict=False)
             except ValueError:
-                raise UapiError(EINVAL, f"failed to set allowed ip: {value!r}") from None
-            peer.allowed_ips.append(net)
+                raise UapiError(
+                    EINVAL, f"failed to set allowed ip: {value[:_SHOWN]!r}"
+                ) from None
+            if remove:
+                if net in peer.allowed_ips:
+                    peer.allowed_ips.remove(net)
+                peer.removed_ips.append(net)
+            else:
+                peer.allowed_ips.append(net)
         elif key == "protocol_version":
             if value != "1":
-                raise UapiError(EINVAL, f"invalid protocol version: {value}")
+                raise UapiError(EINVAL, f"invalid protocol version: {value[:16]!r}")
         else:
-            raise UapiError(EINVAL, f"invalid UAPI peer key: {key}")
+            raise UapiError(EINVAL, f"invalid UAPI peer key: {_shown_key(key)}")
     return req
 
 
 def socket_path(interface: str, directory: Path = SOCKET_DIR) -> Path:
     return directory / f"{interface}.sock"
-
-
-class UapiClient:
-    """A blocking UAPI client for one device.  Each call uses its own connection."""
-
-    def __init__(self, interface: str, directory: Path = SOCKET_DIR, timeout: float = 10) -> None:
-        self.interface = interface
-        self.path = socket_path(interface, directory)
-        self.timeout = timeout
-
-    def _exchange(self, request: bytes) -> str:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(self.timeout)
-            try:
-                s.connect(str(self.path))
-            except FileNotFoundError as e:
-                raise UapiError(
-                    -errno_mod.ENOENT, f"Unable to access interface {self.interface}: "
-                    "No such file or directory"
-                ) from e
-            except ConnectionRefusedError as e:
-                raise UapiError(
-                    -errno_mod.ECONNREFUSED,
-                    f"Unable to access interface {self.interface}: Connection refused",
-                ) from e
-            s.sendall(request)
-            chunks: list[bytes] = []
-            buf = b""
-            while True:
-                data = s.recv(65536)
-                if not data:
-                    break
-                chunks.append(data)
-                buf = buf[-64:] + data
-                # A reply ends with "errno=N\n\n".
-                if b"\n\n" in buf and b"errno=" in buf:
-                    tail = b"".join(chunks)
-                    idx = tail.rfind(b"errno=")
-                    if tail.find(b"\n\n", idx) != -1:
-                        break
-        text = b"".join(chunks).decode("utf-8", "replace")
-        if "errno=" not in text:
-            raise UapiProtocolError(f"{self.path}: reply without errno")
-        return text
-
-    def get(self) -> DeviceInfo:
-        return parse_get(self._exchange(b"get=1\n\n"))
-
-    def set(self, lines: list[str]) -> None:
-        """Send a set request; raise UapiError on a non-zero errno."""
-        body = "".join(line + "\n" for line in lines)
-        text = self._exchange(f"set=1\n{body}\n".encode())
-        for raw in text.split("\n"):
-            if raw.startswith("errno="):
-                code = int(raw[6:])
-                if code != 0:
-                    raise UapiError(code)
-                return

@@ -12,7 +12,8 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from wgpy.control.uapi import UapiClient, UapiError, UapiProtocolError
+from wgpy.control.uapi import UapiError, UapiProtocolError
+from wgpy.control.uapi_client import UapiClient
 from wgpy.discovery.client import Discoverer, DiscoverOptions, RegistryUnreachable
 from wgpy.discovery.records import IPAddress, Names
 from wgpy.discovery.registry import DEFAULT_LEASE, DEFAULT_TTL, Registry

@@ -31,7 +31,8 @@ import dns.rcode
 import dns.rdatatype
 import dns.rdtypes.ANY.PTR
 
-from wgpy.control.uapi import DeviceInfo, PeerInfo, UapiClient, UapiError, UapiProtocolError
+from wgpy.control.uapi import DeviceInfo, PeerInfo, UapiError, UapiProtocolError
+from wgpy.control.uapi_client import UapiClient
 from wgpy.discovery import records
 from wgpy.discovery.nat import NatReport, Observation, classify
 from wgpy.discovery.paths import Candidate, Observed, PathSelector, order_candidates

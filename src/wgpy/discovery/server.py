@@ -30,7 +30,8 @@ import dns.message
 import dns.rcode
 
 from wgpy.control.endpoint import parse_endpoint
-from wgpy.control.uapi import DeviceInfo, UapiClient, UapiError, UapiProtocolError
+from wgpy.control.uapi import DeviceInfo, UapiError, UapiProtocolError
+from wgpy.control.uapi_client import UapiClient
 from wgpy.discovery import records
 from wgpy.discovery.records import Endpoint, IPAddress
 from wgpy.discovery.registry import PeerView, Registry, Snapshot, Source

@@ -1,7 +1,7 @@
 """Linux TUN devices (``/dev/net/tun``, ``IFF_TUN | IFF_NO_PI``).
 
-With ``offload`` (the default unless ``WGPY_DATAPATH`` is ``naive`` or
-``batch``) the device is opened with ``IFF_VNET_HDR`` and told with
+With ``offload`` (the default unless ``WGPY_DATAPATH=batch``) the device
+is opened with ``IFF_VNET_HDR`` and told with
 ``TUNSETOFFLOAD`` that we take checksum offload, TSO4/TSO6 and (if the
 kernel knows it) USO: every read and write then carries a 10-byte
 ``virtio_net_hdr`` and reads may be 64 KB super-segments (``io.offload``).
@@ -16,6 +16,7 @@ import struct
 from pathlib import Path
 
 TUNSETIFF = 0x400454CA
+TUNGETIFF = 0x800454D2
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
@@ -46,9 +47,9 @@ def validate_name(name: str) -> None:
 
 
 def datapath_mode() -> str:
-    """``WGPY_DATAPATH``: ``offload`` (default), ``batch`` or ``naive`` (for benchmarks)."""
-    mode = os.environ.get("WGPY_DATAPATH", "offload")
-    return mode if mode in ("offload", "batch", "naive") else "offload"
+    """``WGPY_DATAPATH``: ``offload`` (default) or ``batch`` (no vnet header: for
+    comparing, and for kernels whose TUN takes no offloads)."""
+    return "batch" if os.environ.get("WGPY_DATAPATH") == "batch" else "offload"
 
 
 def _set_offload(fd: int) -> int:
@@ -96,6 +97,23 @@ class Tun:
             raise TunError(f"cannot create TUN interface {name}: {e.strerror}") from e
         os.set_blocking(fd, False)
         return tun
+
+    @classmethod
+    def from_fd(cls, fd: int) -> Tun:
+        """A TUN opened by someone else and passed to us (``WG_TUN_FD``, as
+        wireguard-go takes it): its name and whether it carries vnet headers
+        come from the device itself."""
+        try:
+            res = fcntl.ioctl(fd, TUNGETIFF, struct.pack("16sH22x", b"", 0))
+        except OSError as e:
+            raise TunError(f"WG_TUN_FD={fd} is not a TUN device: {e.strerror}") from e
+        name = res[:IFNAMSIZ].rstrip(b"\0").decode()
+        flags = struct.unpack_from("H", res, IFNAMSIZ)[0]
+        if not flags & IFF_TUN or not flags & IFF_NO_PI:
+            raise TunError(f"WG_TUN_FD={fd} ({name}) is not an IFF_TUN | IFF_NO_PI device")
+        vnet = bool(flags & IFF_VNET_HDR)
+        os.set_blocking(fd, False)
+        return cls(fd, name, vnet, _set_offload(fd) if vnet else 0)
 
     def _ifreq_ioctl(self, request: int, value: int = 0) -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -8,6 +8,7 @@ interface is already served, and we refuse.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from collections.abc import Callable
@@ -18,9 +19,13 @@ from wgpy.io.loop import EventLoop
 
 Handler = Callable[[str, list[str]], str]
 
+# Bounds on one client's request: lines, bytes of one line, bytes in all.
+# A set of 65,536 peers or hundreds of thousands of allowed IPs fits.
 MAX_REQUEST_LINES = 1 << 20
 MAX_LINE = 1 << 16
-MAX_CONNECTIONS = 64
+MAX_REQUEST_BYTES = 32 << 20
+# Connections served at once (each holds a descriptor); see UapiServer.
+MAX_CONNECTIONS = 256
 RECV_SIZE = 1 << 16
 
 
@@ -55,7 +60,20 @@ def listen(interface: str, directory: Path = SOCKET_DIR) -> socket.socket:
     finally:
         os.umask(old)
     os.chmod(path, 0o600)
-    sock.listen(16)
+    sock.listen(socket.SOMAXCONN)
+    sock.setblocking(False)
+    return sock
+
+
+def adopt_listener(fd: int) -> socket.socket:
+    """A listening unix socket a launcher opened for us (``WG_UAPI_FD``)."""
+    sock = socket.socket(fileno=fd)
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise OSError(errno.EINVAL, "not a unix stream socket")
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.detach()
+        raise OSError(errno.EINVAL, "not a listening socket")
     sock.setblocking(False)
     return sock
 
@@ -75,6 +93,7 @@ class RequestReader:
         self._buf = bytearray()
         self._state = "op"
         self._lines: list[str] = []
+        self._size = 0  # bytes of the set request being read
         self.done = False
 
     def feed(self, data: bytes) -> list[tuple[str, list[str]]]:
@@ -119,16 +138,21 @@ class RequestReader:
                 elif line == b"set=1":
                     self._state = "set"
                     self._lines = []
+                    self._size = 0
                 else:
                     self.done = True
             elif not line:
                 out.append(("set", self._lines))
                 self._lines = []
                 self._state = "op"
-            elif len(self._lines) >= MAX_REQUEST_LINES:
+            elif (
+                len(self._lines) >= MAX_REQUEST_LINES
+                or self._size + len(line) + 1 > MAX_REQUEST_BYTES
+            ):
                 out.append(("invalid", []))
                 self.done = True
             else:
+                self._size += len(line) + 1
                 self._lines.append(line.decode("utf-8", "replace"))
         del buf[:pos]
         return out
@@ -136,36 +160,57 @@ class RequestReader:
 
 class UapiServer:
     """Serves the listening socket on an ``EventLoop``: one ``RequestReader`` per
-    client, replies computed synchronously by ``handler(op, lines)``."""
+    client, replies computed synchronously by ``handler(op, lines)``.
+
+    Monitoring agents and configuration tools may poll one device at once,
+    and a client may connect and then say nothing: every connection is
+    accepted (the listen backlog is the system's maximum, as wireguard-go's),
+    and when MAX_CONNECTIONS are open the one idle longest (nothing to send
+    back) is closed to make room, so a crowd of silent clients cannot lock
+    ``wg`` out.  Running out of file descriptors (EMFILE) is met the same way.
+    """
 
     def __init__(self, loop: EventLoop, sock: socket.socket, handler: Handler) -> None:
-        self._loop = loop
+        self.loop = loop
+        self.handler = handler
         self._sock = sock
-        self._handler = handler
         self._conns: dict[int, _Connection] = {}
         loop.add_reader(sock.fileno(), self._accept)
 
     def _accept(self) -> None:
         # One connection a wake-up: epoll is level-triggered, so a second one
         # (``wg`` opens an empty connection, then the real one) wakes the loop
-        # again at once, where draining to EAGAIN costs an exception: ~40 µs
-        # when the daemon was asleep, in the latency of every ``wg set``.
+        # again at once, where draining to EAGAIN would cost an exception in
+        # the latency of every ``wg set``.
         try:
             conn, _ = self._sock.accept()
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
-            return  # e.g. EMFILE: the client sees its connection refused
-        if len(self._conns) >= MAX_CONNECTIONS:
-            conn.close()
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE) and self._evict_idlest():
+                return  # the next wake-up accepts it
             return
+        if len(self._conns) >= MAX_CONNECTIONS:
+            self._evict_idlest()
         conn.setblocking(False)
         c = _Connection(self, conn)
-        self._conns[conn.fileno()] = c
-        self._loop.add_reader(conn.fileno(), c.on_readable)
+        self._conns[c.fd] = c
+        self.loop.add_reader(c.fd, c.on_readable)
+
+    def _evict_idlest(self) -> bool:
+        """Close the connection that has been silent longest with nothing to send."""
+        idle = [c for c in self._conns.values() if not c.out]
+        if not idle:
+            return False
+        min(idle, key=lambda c: c.last_active).close()
+        return True
+
+    def forget(self, conn: _Connection) -> None:
+        """Called by a connection that closed itself."""
+        self._conns.pop(conn.fd, None)
 
     def close(self) -> None:
-        self._loop.remove_reader(self._sock.fileno())
+        self.loop.remove_reader(self._sock.fileno())
         for c in list(self._conns.values()):
             c.close()
 
@@ -177,8 +222,10 @@ class _Connection:
         self.fd = sock.fileno()
         self.reader = RequestReader()
         self.out = bytearray()
+        self.last_active = server.loop.time()
 
     def on_readable(self) -> None:
+        self.last_active = self.server.loop.time()
         try:
             data = self.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -189,12 +236,12 @@ class _Connection:
             if op == "invalid":
                 reply = f"errno={EINVAL}\n\n"
             else:
-                reply = self.server._handler(op, lines)
+                reply = self.server.handler(op, lines)
             self.out += reply.encode()
         self.flush()
 
     def flush(self) -> None:
-        loop = self.server._loop
+        loop = self.server.loop
         while self.out:
             try:
                 n = self.sock.send(self.out)
@@ -213,8 +260,8 @@ class _Connection:
             loop.add_reader(self.fd, self.on_readable)
 
     def close(self) -> None:
-        loop = self.server._loop
+        loop = self.server.loop
         loop.remove_reader(self.fd)
         loop.remove_writer(self.fd)
-        self.server._conns.pop(self.fd, None)
+        self.server.forget(self)
         self.sock.close()

@@ -56,7 +56,7 @@ class _Side(asyncio.Protocol):
             transport.write(chunk)
         self.pending.clear()
         if self.pending_eof:
-            self._write_eof()
+            self.write_eof()
         if self.peer.lost:
             self.close()  # the other side ended before this one was attached
         elif self.peer.transport is not None:
@@ -82,8 +82,8 @@ class _Side(asyncio.Protocol):
         if self.peer.transport is None:
             self.peer.pending_eof = True
         else:
-            self.peer._write_eof()
-        self.pipe._maybe_finish()
+            self.peer.write_eof()
+        self.pipe.maybe_finish()
         return True  # keep our write direction open
 
     def pause_writing(self) -> None:
@@ -96,10 +96,11 @@ class _Side(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        self.pipe._side_lost(self, exc)
+        self.pipe.side_lost(self, exc)
 
     # helpers
-    def _write_eof(self) -> None:
+    def write_eof(self) -> None:
+        """Half-close our write direction (the other side sent EOF)."""
         t = self.transport
         if t is not None and not self.lost and not t.is_closing() and t.can_write_eof():
             t.write_eof()
@@ -171,13 +172,15 @@ class Pipe:
         self.client.abort(rst=True)
         self.origin.abort(rst=True)
 
-    def _maybe_finish(self) -> None:
+    def maybe_finish(self) -> None:
+        """Close both connections once each side has sent its EOF."""
         if self.client.got_eof and self.origin.got_eof:
             self.reason = self.reason or "closed"
             self.client.close()
             self.origin.close()
 
-    def _side_lost(self, side: _Side, exc: Exception | None) -> None:
+    def side_lost(self, side: _Side, exc: Exception | None) -> None:
+        """One connection is gone: a reset is passed on as a reset, a close as a close."""
         peer = side.peer
         if exc is not None:
             self.reason = self.reason or f"{side.name} reset"

@@ -68,7 +68,8 @@ class UdpFlow:
         except (BlockingIOError, ConnectionRefusedError, OSError):
             self.stats.udp_dropped += 1
 
-    def _up_ready(self) -> None:
+    def on_up_readable(self) -> None:
+        """Datagrams from the origin: relayed to the client, from the address it sent to."""
         now = self.relay.clock()
         for _ in range(BATCH):
             try:
@@ -86,7 +87,8 @@ class UdpFlow:
             except OSError:
                 self.stats.udp_dropped += 1
 
-    def _reply_ready(self) -> None:
+    def on_reply_readable(self) -> None:
+        """Datagrams from the client on this flow's socket: relayed to the origin."""
         now = self.relay.clock()
         for _ in range(BATCH):
             try:
@@ -169,8 +171,8 @@ class UdpRelay:
         self.flows[key] = flow
         adm.stats.udp_flows += 1
         adm.stats.udp_active += 1
-        self.loop.add_reader(up.fileno(), flow._up_ready)
-        self.loop.add_reader(reply.fileno(), flow._reply_ready)
+        self.loop.add_reader(up.fileno(), flow.on_up_readable)
+        self.loop.add_reader(reply.fileno(), flow.on_reply_readable)
         return flow
 
     def end(self, flow: UdpFlow) -> None:

@@ -182,7 +182,7 @@ def fuzz_device(data: bytes) -> None:
             assert act.endpoint is not None and act.data
     w.inputs += 1
     assert len(b.indices) <= 8, len(b.indices)
-    assert len(b._limiter) <= RATELIMIT_TABLE_MAX
+    assert b.ratelimiter_entries <= RATELIMIT_TABLE_MAX
 
 
 def fuzz_tun(data: bytes) -> None:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import sys
+from pathlib import Path
 
 from wgpy import __version__
 from wgpy.control.uapi import socket_path
 from wgpy.io.driver import Driver
-from wgpy.io.keylog import KeyLog
+from wgpy.io.keylog import KeyLog, KeyLogRefused
 from wgpy.io.log import SILENT, Logger, parse_level
 from wgpy.io.tun import Tun, TunError, interface_exists, validate_name
-from wgpy.io.uapi_server import UapiInUse, listen
+from wgpy.io.uapi_server import UapiInUse, adopt_listener, listen
 from wgpy.io.udp import UdpBind
 from wgpy.protocol import Device
 from wgpy.protocol.constants import DEFAULT_MTU
@@ -39,6 +41,17 @@ environment:
                                    stderr is kept only when LOG_LEVEL is set.
   WGPY_KEYLOG=FILE                 as --keylog.
   WGPY_BUSY_POLL=USEC              as --busy-poll.
+  WG_PROCESS_FOREGROUND=1          as -f (wireguard-go's variable).
+  WG_TUN_FD=N                      use the open TUN device on file descriptor N
+                                   instead of creating INTERFACE (its real name
+                                   is used); it must be IFF_TUN|IFF_NO_PI, with
+                                   or without IFF_VNET_HDR.  As wireguard-go: a
+                                   launcher that creates the device can run
+                                   wgpyd with fewer privileges.
+  WG_UAPI_FD=N                     serve the UAPI on the listening unix socket
+                                   on file descriptor N instead of creating
+                                   /var/run/wireguard/INTERFACE.sock; wgpyd
+                                   does not remove that socket file on exit.
 
 exit status:
   0 on a clean shutdown, 1 when the device cannot be created (not root,
@@ -87,9 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="after traffic, keep polling for USEC microseconds before sleeping, "
         "yielding the CPU to any other runnable task (default "
         f"{DEFAULT_BUSY_POLL_US}; 0 turns it off). A reply that comes within "
-        "that time finds wgpyd awake and its caches warm (a fifth to a third off "
-        "a ping's round trip, measured on 2 vCPUs), for CPU time only while "
-        "traffic flows.",
+        "that time finds wgpyd awake and its caches warm (shorter round trips, "
+        "see docs/performance.md), for CPU time only while traffic flows.",
     )
     p.add_argument("--mtu", type=int, default=DEFAULT_MTU, help=argparse.SUPPRESS)
     p.add_argument("--version", action="version", version=f"wgpyd {__version__}")
@@ -110,11 +122,27 @@ def _daemonize(keep_stderr: bool) -> None:
     os.close(devnull)
 
 
+def _inherited_fd(variable: str) -> int | None:
+    """The file descriptor a launcher passed in ``variable``, or None if unset."""
+    text = os.environ.get(variable)
+    if text is None:
+        return None
+    if not text.isdigit() or len(text) > 9:
+        raise ValueError(f"{variable}={text!r} is not a file descriptor number")
+    fd = int(text)
+    try:
+        os.fstat(fd)
+    except OSError as e:
+        raise ValueError(f"{variable}={fd}: {e.strerror}") from None
+    os.set_inheritable(fd, False)
+    return fd
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     name: str = args.interface
     level_text = os.environ.get("LOG_LEVEL")
-    logger = Logger(name, parse_level(level_text))
+    foreground = args.foreground or os.environ.get("WG_PROCESS_FOREGROUND") == "1"
 
     def fail(message: str) -> int:
         print(f"wgpyd: {message}", file=sys.stderr)
@@ -122,45 +150,73 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         validate_name(name)
-    except TunError as e:
+        tun_fd = _inherited_fd("WG_TUN_FD")
+        uapi_fd = _inherited_fd("WG_UAPI_FD")
+    except (TunError, ValueError) as e:
         return fail(str(e))
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and tun_fd is None:
         return fail("must be run as root (it creates a TUN interface)")
-    path = socket_path(name)
-    if interface_exists(name):
+    if tun_fd is None and interface_exists(name):
         return fail(f"interface {name} already exists")
     keylog = None
     if args.keylog:
         try:
             keylog = KeyLog(args.keylog)
+        except KeyLogRefused as e:
+            return fail(f"refusing to open key log {args.keylog}: {e.strerror}")
         except OSError as e:
             return fail(f"cannot open key log {args.keylog}: {e.strerror}")
-    try:
-        uapi_sock = listen(name)
-    except UapiInUse:
-        return fail(f"interface {name} is already served by another process ({path})")
-    except OSError as e:
-        return fail(f"cannot create UAPI socket {path}: {e.strerror}")
-    try:
-        tun = Tun.create(name, args.mtu)
-    except TunError as e:
+    tun: Tun | None = None
+    if tun_fd is not None:
+        try:
+            tun = Tun.from_fd(tun_fd)
+        except TunError as e:
+            return fail(str(e))
+        name = tun.name  # as wireguard-go: the device's own name wins
+    path = socket_path(name)
+    if uapi_fd is not None:
+        try:
+            uapi_sock = adopt_listener(uapi_fd)
+        except OSError as e:
+            return fail(f"WG_UAPI_FD={uapi_fd}: {e.strerror}")
+    else:
+        try:
+            uapi_sock = listen(name)
+        except UapiInUse:
+            return fail(f"interface {name} is already served by another process ({path})")
+        except OSError as e:
+            return fail(f"cannot create UAPI socket {path}: {e.strerror}")
+
+    def undo() -> None:
         uapi_sock.close()
-        path.unlink(missing_ok=True)
-        return fail(str(e))
+        if uapi_fd is None:
+            path.unlink(missing_ok=True)
+
+    if tun is None:
+        try:
+            tun = Tun.create(name, args.mtu)
+        except TunError as e:
+            undo()
+            return fail(str(e))
     try:
         bind = UdpBind.open(0)
     except OSError as e:
         tun.close()
-        uapi_sock.close()
-        path.unlink(missing_ok=True)
+        undo()
         return fail(f"cannot open UDP socket: {e.strerror}")
 
+    logger = Logger(name, parse_level(level_text))
     logger.verbose("Starting wgpyd version " + __version__)
-    if not args.foreground:
+    if not foreground:
         _daemonize(keep_stderr=bool(level_text) and logger.level != SILENT)
     device = Device(secrets.token_bytes)
-    device.mtu = args.mtu
-    driver = Driver(device, tun, bind, uapi_sock, path, logger, keylog, args.busy_poll / 1e6)
+    with contextlib.suppress(OSError):
+        device.mtu = tun.mtu()
+    # The socket file this process created is removed on exit; a launcher's
+    # (WG_UAPI_FD) is watched but left alone.
+    uapi_path = Path(uapi_sock.getsockname() or path)
+    driver = Driver(device, tun, bind, uapi_sock, uapi_path, logger, keylog,
+                    args.busy_poll / 1e6, owns_uapi_path=uapi_fd is None)
     try:
         driver.run()
     except KeyboardInterrupt:

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from wgpy.control import uapi
-from wgpy.control.uapi import DeviceInfo, UapiClient, UapiError, UapiProtocolError
+from wgpy.control.uapi import DeviceInfo, UapiError, UapiProtocolError
+from wgpy.control.uapi_client import UapiClient
 
 
 class DeviceError(Exception):
