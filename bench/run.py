@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
             for impl in () if args.no_peers else (GO, PY) if rnd % 2 == 0 else (PY, GO):
                 print(f"round {rnd + 1}/{s.rounds}: {s.peers} peers on {impl}", file=sys.stderr)
                 with_lab(work, f"r{rnd}-peers-{impl}",
-                         lambda lab, i=impl: run_peers(lab, i, res, s), res)
+                         functools.partial(run_peers, impl=impl, res=res, s=s), res)
     except KeyboardInterrupt:
         print("bench: interrupted; namespaces torn down", file=sys.stderr)
         return 130

@@ -1,6 +1,6 @@
 """The CI smoke of the fuzz targets: seeds, saved regressions, and bounded Hypothesis runs.
 
-The long run is ``python3 -m tests.fuzz.run --inputs 1000000`` (see run.py);
+The long run is ``python3 -m wgpy.testing.fuzz --inputs 1000000`` (see run.py);
 this file keeps every input it ever found failing (``regressions/``) and
 explores a little on each test run, within a few seconds per target.
 """
@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from wgpy.testing import fuzz
 from wgpy.testing import fuzztargets as targets
 
 REGRESSIONS = Path(__file__).parent / "regressions"
@@ -96,9 +97,8 @@ def test_hypothesis_smoke(name: str) -> None:
 
 def test_runner_smoke(tmp_path: Path) -> None:
     """The long-run entry point works (built-in engine, a few inputs per target)."""
-    import run
-
     out = tmp_path / "summary.json"
-    assert run.main(["--inputs", "800", "--engine", "mutate", "--json", str(out),
-                     "--targets", "messages,device,uapi_get,proxy_config"]) == 0
+    assert fuzz.main(["--inputs", "800", "--engine", "mutate", "--json", str(out),
+                      "--targets", "messages,device,uapi_get,proxy_config",
+                      "--regressions", str(REGRESSIONS)]) == 0
     assert '"crashes": 0' in out.read_text()

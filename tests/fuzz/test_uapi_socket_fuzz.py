@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-from run import mutate
 
 from wgpy.control import uapi
 from wgpy.testing import fuzztargets as targets
+from wgpy.testing.fuzz import mutate
 from wgpy.testing.lab import Lab, require
 from wgpy.testing.nodes import start
 

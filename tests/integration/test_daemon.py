@@ -88,7 +88,7 @@ def test_daemonizes_without_foreground(lab: Lab) -> None:
     assert (RUN / f"{ifname}.sock").exists()
     assert time.monotonic() - t0 < 15
     pid = lab.run(None, f"pgrep -f 'wgpyd {ifname}$'").stdout.split()[0]
-    lab.cleanups.append(lambda: subprocess.run(["kill", pid], check=False))
+    lab.cleanups.append(lambda: None if subprocess.run(["kill", pid], check=False) else None)
     assert lab.run(ns, f"wg show {ifname}").returncode == 0
     (RUN / f"{ifname}.sock").unlink()
     lab.wait_for("daemon exit", lambda: not Path(f"/proc/{pid}").exists(), timeout=10)
@@ -168,7 +168,8 @@ def test_wg_quick_up_down_with_wgpyd(lab: Lab) -> None:
     os.chmod(conf, 0o600)
     b.wg(f"set {b.ifname} peer {pub} allowed-ips 10.99.0.1/32")
     env = {"WG_QUICK_USERSPACE_IMPLEMENTATION": " ".join(wgpyd_argv()), "WG_SUDO": "1"}
-    lab.cleanups.append(lambda: lab.run(a_ns, f"wg-quick down {conf}", check=False, env=env))
+    lab.cleanups.append(
+        lambda: None if lab.run(a_ns, f"wg-quick down {conf}", check=False, env=env) else None)
     up = lab.run(a_ns, f"wg-quick up {conf}", env=env, timeout=30)
     assert "wgpyd" in up.stderr
     ping(lab, a_ns, "10.99.0.2")

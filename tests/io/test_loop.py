@@ -108,7 +108,11 @@ def test_a_raising_callback_is_reported_and_the_loop_goes_on(loop: EventLoop) ->
 
 def test_signal_ends_the_poll_and_runs_outside_callbacks(loop: EventLoop) -> None:
     got: list[int] = []
-    loop.add_signal_handler(signal.SIGUSR2, lambda: (got.append(1), loop.stop()))
+    def on_usr2() -> None:
+        got.append(1)
+        loop.stop()
+
+    loop.add_signal_handler(signal.SIGUSR2, on_usr2)
     loop.call_later(0.05, lambda: os.kill(os.getpid(), signal.SIGUSR2))
     _stop_after(loop, 5)
     t0 = time.monotonic()
@@ -249,10 +253,10 @@ def test_busy_polling_after_an_event_then_sleeping(busy: float) -> None:
     a, b = socket.socketpair()
     try:
         b.setblocking(False)
-        loop.add_reader(b.fileno(), lambda: b.recv(16))
+        loop.add_reader(b.fileno(), lambda: None if b.recv(16) else None)
         counting = _CountingEpoll(loop._ep)
         loop._ep = counting  # type: ignore[assignment]
-        loop.call_later(0.01, lambda: a.send(b"x"))
+        loop.call_later(0.01, lambda: None if a.send(b"x") else None)
         loop.call_later(0.15, loop.stop)
         loop.run()
         zero = sum(1 for t in counting.timeouts if t == 0)

@@ -12,20 +12,20 @@ from wgpy.io import offload
 from wgpy.io.offload import VNET_HDR
 
 
-def _csum_ok(data: bytes) -> bool:
+def _csum_ok(data: bytes | bytearray) -> bool:
     """RFC 1071: the sum over a packet including its checksum field folds to 0xFFFF."""
     if len(data) % 2:
         data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return s == 0xFFFF
 
 
-def _pseudo(src: bytes, dst: bytes, proto: int, length: int) -> bytes:
+def _pseudo(src: bytes | bytearray, dst: bytes | bytearray, proto: int, length: int) -> bytes:
     if len(src) == 4:
-        return src + dst + struct.pack("!BBH", 0, proto, length)
-    return src + dst + struct.pack("!IxxxB", length, proto)
+        return bytes(src + dst) + struct.pack("!BBH", 0, proto, length)
+    return bytes(src + dst) + struct.pack("!IxxxB", length, proto)
 
 
 def _tcp_super(v6: bool, payload: bytes, mss: int, flags: int = 0x18) -> bytes:
@@ -60,7 +60,7 @@ def test_split_tcp_checksums_and_coalesce_roundtrip(v6: bool, size: int) -> None
     l4 = 40 if v6 else 20
     got = b""
     for i, seg in enumerate(segs):
-        seg = bytes(seg)
+        seg = bytearray(seg)
         if not v6:
             assert _csum_ok(seg[:20])
             assert struct.unpack_from("!H", seg, 2)[0] == len(seg)

@@ -15,10 +15,12 @@ the timers' actions can interleave differently with the data.)
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wgpy.protocol import Action
 from wgpy.testing.memnet import (
     A_EP,
     A_IP4,
@@ -81,7 +83,7 @@ def _node(net: MemNet, name: str) -> Node:
     return net.nodes[A_EP if name == "a" else B_EP]
 
 
-def _state(net: MemNet) -> tuple:
+def _state(net: MemNet) -> tuple[object, ...]:
     return tuple(
         (tuple(n.delivered), Counter({k: v for k, v in n.device.stats.drops.items() if v}))
         for n in net.nodes.values()
@@ -90,7 +92,7 @@ def _state(net: MemNet) -> tuple:
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(_step, min_size=1, max_size=25), st.integers(0, 500))
-def test_batch_paths_match_single_paths(steps: list[tuple], seed: int) -> None:
+def test_batch_paths_match_single_paths(steps: list[tuple[Any, ...]], seed: int) -> None:
     single, _, _ = pair(seed=seed)
     batch, _, _ = pair(seed=seed)
     timeless = True
@@ -142,7 +144,7 @@ def test_batch_of_mixed_receivers_and_sources() -> None:
     for net, a in ((single, a1), (batch, a2)):
         for i in range(3):
             net.send(a, ipv4_packet(A_IP4, B_IP4, b"x%d" % i))
-        out: list = []
+        out: list[Action] = []
         a.device.peers[_node(net, "b").public].send_keepalive(net.now, net.wall, out)
         net.handle(a, out)
     for net in (single, batch):

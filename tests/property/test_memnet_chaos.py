@@ -6,10 +6,12 @@ healed traffic flows both ways again."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wgpy.protocol import Action
 from wgpy.protocol.constants import MAX_STAGED_PACKETS, REKEY_TIMEOUT
 from wgpy.testing.memnet import (
     A_IP4,
@@ -53,7 +55,9 @@ def _check_invariants(net: MemNet) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(OPS, st.integers(0, 1000))
-def test_random_schedules_keep_invariants_and_recover(ops: list[tuple], seed: int) -> None:
+def test_random_schedules_keep_invariants_and_recover(
+    ops: list[tuple[Any, ...]], seed: int
+) -> None:
     net, a, b = pair(seed=seed)
     rnd = random.Random(seed)
     loss = 0.0
@@ -79,7 +83,7 @@ def test_random_schedules_keep_invariants_and_recover(ops: list[tuple], seed: in
         elif op == "keepalive":
             node = nodes[x][0]
             other = b if node is a else a
-            out: list = []
+            out: list[Action] = []
             node.device.peers[other.public].set_persistent_keepalive(y, net.now, net.wall, out)
             net.handle(node, out)
         if rnd.random() < 0.7:

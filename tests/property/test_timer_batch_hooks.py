@@ -11,7 +11,9 @@ from wgpy.protocol.timers import PeerTimers, TimerKind
 deadlines = st.lists(st.one_of(st.none(), st.floats(0, 1000)), min_size=5, max_size=5)
 
 
-def _timers(initial: list[float | None], keepalive: int, flag: bool) -> tuple[PeerTimers, list]:
+def _timers(
+    initial: list[float | None], keepalive: int, flag: bool
+) -> tuple[PeerTimers, list[float]]:
     scheduled: list[float] = []
     t = PeerTimers(scheduled.append, lambda: 0.25)
     t._deadlines = list(initial)

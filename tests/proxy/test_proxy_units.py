@@ -53,8 +53,11 @@ def test_roundtrip_and_incremental_decode(version: int) -> None:
     rng = random.Random(5)
     for _ in range(200):
         v6 = rng.random() < 0.5
-        mk = (lambda: str(ipaddress.IPv6Address(rng.getrandbits(128)))) if v6 else (
-            lambda: str(ipaddress.IPv4Address(rng.getrandbits(32))))  # fmt: skip
+        def mk(v6: bool = v6) -> str:
+            if v6:
+                return str(ipaddress.IPv6Address(rng.getrandbits(128)))
+            return str(ipaddress.IPv4Address(rng.getrandbits(32)))
+
         src, dst = (mk(), rng.randrange(65536)), (mk(), rng.randrange(65536))
         h = proxyproto.encode(version, src, dst, "tcp") + b"payload"
         for cut in range(len(h) - 7):
@@ -62,6 +65,7 @@ def test_roundtrip_and_incremental_decode(version: int) -> None:
         res = proxyproto.decode(h)
         assert res is not None and res[0] is not None
         info, used = res
+        assert info is not None
         assert (info.src, info.dst, h[used:]) == (src, dst, b"payload")
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from wgtest import Dev, require, start_wireguard_go
 
-from wgpy.testing.lab import Lab
+from wgpy.testing.lab import Lab, require
+from wgpy.testing.wgtools import Dev, start_wireguard_go
 
 
 @pytest.fixture

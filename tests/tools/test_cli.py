@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from wgtest import WGPY, require
 
-from wgpy.testing.lab import Lab
+from wgpy.testing.lab import Lab, require
+from wgpy.testing.wgtools import WGPY
 from wgpy.tools import cli
 
 

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from wgtest import WGPY
 
 from wgpy.control import netconf as nc
 from wgpy.control.config import (
@@ -24,6 +23,7 @@ from wgpy.control.config import (
 from wgpy.control.keys import Key
 from wgpy.control.uapi import DeviceInfo, PeerInfo
 from wgpy.protocol.errors import ConfigError
+from wgpy.testing.wgtools import WGPY
 
 K1 = base64.b64encode(bytes([1] * 32)).decode()
 K2 = base64.b64encode(bytes([2] * 32)).decode()

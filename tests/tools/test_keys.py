@@ -9,9 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from wgtest import WGPY
 
-from wgpy.control.keys import InvalidKey, Key, clamp, genkey, genpsk
+from wgpy.control.keys import InvalidKey, Key, genkey, genpsk
+from wgpy.protocol.crypto import clamp
+from wgpy.testing.wgtools import WGPY
 
 # RFC 7748 section 6.1: Alice's private key and public key.
 ALICE_PRIV = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")

@@ -9,9 +9,9 @@ import re
 from pathlib import Path
 
 import pytest
-from wgtest import Dev, same_unordered
 
 from wgpy.control.keys import genkey, genpsk
+from wgpy.testing.wgtools import Dev, same_unordered
 
 PRIV = genkey().to_base64()
 PUB = [genkey().public_key().to_base64() for _ in range(3)]

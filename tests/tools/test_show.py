@@ -21,17 +21,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from wgtest import (
+
+from wgpy.control.keys import genkey, genpsk
+from wgpy.testing.lab import Lab, require
+from wgpy.testing.wgtools import (
     Dev,
     eventually_equal,
     normalise_time,
-    require,
     same_unordered,
     start_wireguard_go,
 )
-
-from wgpy.control.keys import genkey, genpsk
-from wgpy.testing.lab import Lab
 
 FIELDS = ["public-key", "private-key", "listen-port", "fwmark", "peers", "preshared-keys",
           "endpoints", "allowed-ips", "latest-handshakes", "transfer", "persistent-keepalive",
@@ -289,7 +288,7 @@ def test_colour_only_on_a_terminal(dev: Dev) -> None:
         os.close(fd)
         return b"".join(chunks)
 
-    from wgtest import WGPY
+    from wgpy.testing.wgtools import WGPY
 
     ours = on_tty([*WGPY, "show", dev.name])
     theirs = on_tty(["wg", "show", dev.name])

@@ -10,10 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from wgtest import WGPY, require
 
 from wgpy.control.keys import genkey
-from wgpy.testing.lab import Lab
+from wgpy.testing.lab import Lab, require
+from wgpy.testing.wgtools import WGPY
 
 ENV = {"WG_QUICK_USERSPACE_IMPLEMENTATION": "wireguard-go"}
 STATE = [

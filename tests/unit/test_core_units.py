@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from wgpy.protocol import ConfigError, Device, HandshakeKeys
+from wgpy.protocol import Action, ConfigError, Device, HandshakeKeys
 from wgpy.protocol.constants import PADDING_MULTIPLE
 from wgpy.protocol.messages import padded_length
 from wgpy.protocol.noise import SessionKeys, StaticIdentity
@@ -97,7 +97,7 @@ def test_log_events_carry_no_key_material() -> None:
 
 def test_timer_heap_stays_small_over_a_long_run() -> None:
     net, a, b = pair()
-    out: list = []
+    out: list[Action] = []
     a.device.peers[b.public].set_persistent_keepalive(1, net.now, net.wall, out)
     net.handle(a, out)
     for _ in range(50):

@@ -259,7 +259,8 @@ def _fresh_initiation(net: MemNet, a: Node, b: Node, wall: float) -> bytes:
     index = dev.allocate_index(pa, None)
     msg = noise.create_initiation(dev.identity, pa.handshake, index, dev.rng, wall)
     assert msg is not None
-    return pa.cookies.add_macs(msg.pack(), net.now)
+    data: bytes = pa.cookies.add_macs(msg.pack(), net.now)
+    return data
 
 
 def test_initiation_flood_guard_20ms() -> None:

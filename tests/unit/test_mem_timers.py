@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wgpy.protocol import DropReason, messages
+from wgpy.protocol import Action, DropReason, messages
 from wgpy.protocol.constants import (
     KEEPALIVE_TIMEOUT,
     MAX_TIMER_HANDSHAKES,
@@ -277,7 +277,7 @@ def test_persistent_keepalive() -> None:
     net.advance(30)
     pa = peer_of(a, b)
     t1 = net.now
-    out: list = []
+    out: list[Action] = []
     pa.set_persistent_keepalive(25, net.now, net.wall, out)
     net.handle(a, out)
     net.deliver()
@@ -303,7 +303,7 @@ def test_persistent_keepalive() -> None:
 def test_persistent_keepalive_keeps_a_session_alive() -> None:
     net, a, b = pair()
     pa = peer_of(a, b)
-    out: list = []
+    out: list[Action] = []
     pa.set_persistent_keepalive(25, net.now, net.wall, out)
     net.handle(a, out)
     net.deliver()
@@ -349,7 +349,8 @@ def test_timers_quiet_when_idle() -> None:
     net.advance(2000)
     # Only b's single passive keepalive; nothing after the keys were zeroed.
     assert len(net.sent) == n + 1
-    assert a.device.next_deadline() is None or a.device.next_deadline() > net.now
+    nd = a.device.next_deadline()
+    assert nd is None or nd > net.now
 
 
 def test_flushing_staged_packets_never_passes_reject_after_messages() -> None:
@@ -361,7 +362,7 @@ def test_flushing_staged_packets_never_passes_reject_after_messages() -> None:
     pkts = [p4(A_IP4, B_IP4, 10 + i) for i in range(4)]
     pa.staged.extend(pkts)
     kp.send_counter = REJECT_AFTER_MESSAGES - 2
-    out: list = []
+    out: list[Action] = []
     pa.send_staged(net.now, net.wall, out)
     net.handle(a, out)
     data = [w for w in net.in_flight if w.data[0] == DATA]

@@ -1,15 +1,17 @@
-"""The long fuzzing run: ``python3 -m tests.fuzz.run --inputs 1000000``.
+"""The long fuzzing run: ``python3 -m wgpy.testing.fuzz --inputs 1000000``.
 
 Runs every target of ``wgpy.testing.fuzztargets.TARGETS`` (or ``--targets a,b``) for its share
 of ``--inputs`` (split evenly), with atheris (coverage-guided libFuzzer, one
 child process per target, wgpy instrumented) when it is installed, else with
 a built-in mutation engine (bit flips, byte edits, truncation, splicing of
 the seed inputs; deterministic from ``--seed``).  Every input that raises is
-saved under ``tests/fuzz/regressions/<target>/`` (the smoke test replays them
-all) and the run exits 1.  Prints one summary line per target and a total.
+saved under ``--regressions DIR/<target>/`` (default
+``tests/fuzz/regressions``, from the repository's root: the smoke test
+replays them all) and the run exits 1.  Prints one summary line per target
+and a total.
 
-    python3 -m tests.fuzz.run --inputs 1000000            # ~10 minutes, 2 cores
-    python3 -m tests.fuzz.run --inputs 20000 --engine mutate --targets device
+    python3 -m wgpy.testing.fuzz --inputs 1000000
+    python3 -m wgpy.testing.fuzz --inputs 20000 --engine mutate --targets device
 """
 
 from __future__ import annotations
@@ -27,12 +29,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REGRESSIONS = HERE / "regressions"
+REGRESSIONS = Path("tests/fuzz/regressions")
 
 
-def save_regression(target: str, data: bytes) -> Path:
-    d = REGRESSIONS / target
+def save_regression(regressions: Path, target: str, data: bytes) -> Path:
+    d = regressions / target
     d.mkdir(parents=True, exist_ok=True)
     path = d / hashlib.sha1(data).hexdigest()[:16]
     path.write_bytes(data)
@@ -71,7 +72,7 @@ def mutate(r: random.Random, pool: list[bytes], max_len: int = 4096) -> bytes:
     return bytes(s[:max_len])
 
 
-def run_mutate(target: str, inputs: int, seed: int) -> dict[str, Any]:
+def run_mutate(target: str, inputs: int, seed: int, regressions: Path) -> dict[str, Any]:
     from wgpy.testing import fuzztargets as targets
 
     fn = targets.TARGETS[target]
@@ -86,7 +87,7 @@ def run_mutate(target: str, inputs: int, seed: int) -> dict[str, Any]:
         try:
             fn(data)
         except Exception:  # noqa: BLE001 - any exception is a finding
-            path = save_regression(target, data)
+            path = save_regression(regressions, target, data)
             crashes.append(f"{path.name}: {traceback.format_exc(limit=3).splitlines()[-1]}")
             if len(crashes) >= 20:
                 break
@@ -123,7 +124,7 @@ def _dict_file(path: Path) -> Path:
     return path
 
 
-def run_atheris(target: str, inputs: int, seed: int) -> dict[str, Any]:
+def run_atheris(target: str, inputs: int, seed: int, regressions: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus"
         corpus.mkdir()
@@ -132,7 +133,7 @@ def run_atheris(target: str, inputs: int, seed: int) -> dict[str, Any]:
         words = _dict_file(Path(tmp) / "words.dict")
         t0 = time.monotonic()
         p = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--child", target, "--",
+            [sys.executable, "-m", "wgpy.testing.fuzz", "--child", target, str(regressions), "--",
              f"-runs={inputs}", f"-seed={seed}", "-timeout=20", "-rss_limit_mb=3072",
              "-max_len=4096", "-print_final_stats=1", f"-artifact_prefix={artifacts}/",
              f"-dict={words}", str(corpus)],
@@ -144,7 +145,7 @@ def run_atheris(target: str, inputs: int, seed: int) -> dict[str, Any]:
                 continue
             why_file = f.with_name(f.name + ".why")
             why = why_file.read_text() if why_file.exists() else f.name.split("-")[0]
-            path = save_regression(target, f.read_bytes())
+            path = save_regression(regressions, target, f.read_bytes())
             crashes.append(f"{path.name}: {why}")
         runs = 0
         for line in p.stderr.splitlines():
@@ -156,8 +157,8 @@ def run_atheris(target: str, inputs: int, seed: int) -> dict[str, Any]:
                 "seconds": round(time.monotonic() - t0, 1), "crashes": crashes}
 
 
-def child(target: str, args: list[str]) -> None:
-    import atheris  # type: ignore[import-untyped]
+def child(target: str, regressions: Path, args: list[str]) -> None:
+    import atheris
 
     with atheris.instrument_imports(include=["wgpy", "dns"]):
         from wgpy.testing import fuzztargets as targets
@@ -183,7 +184,8 @@ def child(target: str, args: list[str]) -> None:
     corpus = Path(args[-1])
     for i, s in enumerate(targets.seeds(target)):
         (corpus / f"seed{i}").write_bytes(s)
-    for f in sorted((REGRESSIONS / target).glob("*")) if (REGRESSIONS / target).is_dir() else []:
+    saved = regressions / target
+    for f in sorted(saved.glob("*")) if saved.is_dir() else []:
         (corpus / f"reg-{f.name}").write_bytes(f.read_bytes())
     atheris.Setup([sys.argv[0], *args], fn)
     atheris.Fuzz()
@@ -200,16 +202,18 @@ def have_atheris() -> bool:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
-        child(argv[1], argv[3:])
+        child(argv[1], Path(argv[2]), argv[4:])
         return 0
     from wgpy.testing.fuzztargets import TARGETS
 
-    p = argparse.ArgumentParser(prog="python3 -m tests.fuzz.run")
+    p = argparse.ArgumentParser(prog="python3 -m wgpy.testing.fuzz")
     p.add_argument("--inputs", type=int, default=1_000_000, help="total, split over targets")
     p.add_argument("--targets", default=",".join(TARGETS))
     p.add_argument("--engine", choices=("auto", "atheris", "mutate"), default="auto")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    p.add_argument("--regressions", metavar="DIR", type=Path, default=REGRESSIONS,
+                   help=f"where failing inputs are saved and replayed from (default {REGRESSIONS})")
     a = p.parse_args(argv)
     names = [t for t in a.targets.split(",") if t]
     unknown = [t for t in names if t not in TARGETS]
@@ -221,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     share = max(1, a.inputs // len(names))
     results = []
     for t in names:
-        res = run_atheris(t, share, a.seed) if engine == "atheris" else run_mutate(
-            t, share, a.seed)
+        run = run_atheris if engine == "atheris" else run_mutate
+        res = run(t, share, a.seed, a.regressions)
         results.append(res)
         print(f"{t:14} {res['engine']:8} {res['inputs']:>9} inputs {res['seconds']:>7}s "
               f"crashes: {res['crashes']}",

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from wgpy.testing.lab import IN_CI, Lab, require  # noqa: F401 - re-exported for the tests
+from wgpy.testing.lab import Lab
 
 WGPY = [sys.executable, "-m", "wgpy.tools.cli"]
 
