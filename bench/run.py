@@ -312,12 +312,11 @@ def run_flood(p: Pair, res: Results, row: str, s: Settings) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
-        r = probe(
-            lab, p.a.ns, "flood", p.b.public, p.endpoint_b, str(keyfile),
-            "--count", str(int(2000 * s.flood_seconds)),
-            "--duration", str(s.flood_seconds),
-            timeout=120,
-        )
+        flood = lab.run(p.a.ns, [
+            sys.executable, "-m", "wgpy.testing.flood", "--target", p.endpoint_b,
+            "--pub", p.b.public, "--valid", str(keyfile), "--rate", "2000",
+            "--duration", str(s.flood_seconds)], timeout=120)
+        r = json.loads(flood.stdout.strip().splitlines()[-1])
     finally:
         pinger.send_signal(signal.SIGINT)
         out, _ = pinger.communicate(timeout=10)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from wgpy.testing.lab import Lab
+from wgpy.testing.lab import Lab, require
 from wgpy.testing.natlab import (
     DEVICE,
     REG_PUBLIC,
@@ -18,7 +18,6 @@ from wgpy.testing.natlab import (
     WG_PORT,
     ZONE,
     NatLab,
-    require,
     wait_ping,
 )
 

@@ -172,6 +172,17 @@ class Lab:
 
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+IMPLEMENTATIONS = ("wgpyd", "wireguard-go")
+
+
+def device_under_test() -> str:
+    """The WireGuard implementation a lab runs where it does not name one:
+    ``WGPY_TEST_DEVICE`` (``wgpyd``, the default, or ``wireguard-go``), so the
+    same tests check either against the real tools."""
+    impl = os.environ.get("WGPY_TEST_DEVICE", "wgpyd")
+    if impl not in IMPLEMENTATIONS:
+        raise LabError(f"WGPY_TEST_DEVICE={impl!r}: expected one of {', '.join(IMPLEMENTATIONS)}")
+    return impl
 
 
 def require(*tools: str) -> None:

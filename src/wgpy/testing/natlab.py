@@ -10,46 +10,26 @@ its LAN behind its public address and drops unsolicited inbound traffic
 (see shared/spec/nat-lab.md).  Both LANs use 192.168.1.0/24 on purpose, as
 home networks do.  The overlay is 10.99.0.0/24 with the registry at .254.
 
-The device is ``wgpyd`` unless ``WGPY_TEST_DEVICE`` names another
-binary with the same command line and UAPI contract (``wireguard-go``).
+The device is ``wgpyd`` unless ``WGPY_TEST_DEVICE=wireguard-go``.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 
-import pytest
+from wgpy.testing.lab import Lab, device_under_test
+from wgpy.testing.nodes import launch
 
-from wgpy.testing.lab import Lab, have_root_netns
-
-DEVICE = os.environ.get("WGPY_TEST_DEVICE", "wgpyd")
+DEVICE = device_under_test()
 ZONE = "wg.test"
 REG_PUBLIC = "10.200.0.2"
 REG_TUNNEL = "10.99.0.254"
 WG_PORT = 51820
 CLI = [sys.executable, "-m", "wgpy.discovery.cli"]
-
-
-def require(*tools: str) -> None:
-    """As tests/conftest.py's ``require`` (skip locally, fail under CI=true).
-
-    Kept here because ``import conftest`` is ambiguous once several test
-    directories have a conftest.py.
-    """
-    ok, why = have_root_netns()
-    missing = [t for t in tools if shutil.which(t) is None]
-    if ok and not missing:
-        return
-    reason = why or f"needs {', '.join(missing)}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but the lab cannot run: {reason}")
-    pytest.skip(reason)
 
 
 @dataclass
@@ -84,9 +64,7 @@ class NatLab:
 
     def start_device(self, ns: str, tunnel: str, prefix: int = 24) -> Host:
         ifname = self.lab.wg_name()
-        self.lab.popen(ns, [DEVICE, "-f", ifname], env={"WG_PROCESS_FOREGROUND": "1"},
-                       log=f"{ifname}.log")
-        self.lab.wait_socket(ifname)
+        launch(self.lab, ns, ifname)
         private = self.run(ns, "wg genkey").strip()
         public = self.run(ns, f"echo {private} | wg pubkey").strip()
         keyfile = self.lab.workdir / f"{ifname}.key"

@@ -9,9 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from wgpy.testing.lab import Lab
-
-IMPLS = ("wgpyd", "wireguard-go")
+from wgpy.testing.lab import Lab, device_under_test
 
 
 def wgpyd_argv() -> list[str]:
@@ -50,6 +48,18 @@ class WgNode:
         return self.lab.log(self.log)
 
 
+def launch(lab: Lab, ns: str, ifname: str, impl: str | None = None,
+           env: dict[str, str] | None = None, log: str | None = None) -> str:
+    """Run the device ``ifname`` in the foreground in ``ns`` (``impl``: wgpyd or
+    wireguard-go; by default ``device_under_test()``); return once its UAPI
+    socket exists.  The lab stops it on close."""
+    impl = impl or device_under_test()
+    argv = [*wgpyd_argv(), "-f", ifname] if impl == "wgpyd" else ["wireguard-go", "-f", ifname]
+    lab.popen(ns, argv, env=env, log=log or f"{ifname}.log")
+    lab.wait_socket(ifname)
+    return impl
+
+
 def start(
     lab: Lab,
     ns: str,
@@ -64,12 +74,11 @@ def start(
     ifname = lab.wg_name()
     log = f"{ifname}.log"
     env = {"LOG_LEVEL": "verbose", **(extra_env or {})}
-    if impl == "wgpyd":
-        argv = [*wgpyd_argv(), "-f", *(args or []), ifname]
+    if impl == "wgpyd" and args:
+        lab.popen(ns, [*wgpyd_argv(), "-f", *args, ifname], env=env, log=log)
+        lab.wait_socket(ifname)
     else:
-        argv = ["wireguard-go", "-f", ifname]
-    lab.popen(ns, argv, env=env, log=log)
-    lab.wait_socket(ifname)
+        launch(lab, ns, ifname, impl, env, log)
     private = genkey()
     keyfile = lab.workdir / f"{ifname}.key"
     keyfile.write_text(private + "\n")

@@ -5,37 +5,24 @@
 
 The client routes the published prefixes (10.77.0.0/16, fd00:77::/32) to
 the proxy; the proxy reaches the origins through a WireGuard tunnel.  The
-tunnel daemon is ``wgpyd`` unless WGPY_PROXY_TUNNEL=wireguard-go; wgpyd runs
-``wgpyd IFACE -f`` with the same UAPI contract.
+tunnel daemon is ``wgpyd`` unless WGPY_TEST_DEVICE=wireguard-go.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from wgpy.proxy import control
-from wgpy.testing.lab import Lab
-
-TUNNEL = os.environ.get("WGPY_PROXY_TUNNEL", "wgpyd")
+from wgpy.testing.lab import Lab, device_under_test
+from wgpy.testing.nodes import launch
 
 
 def tunnel_tools() -> tuple[str, ...]:
-    return ("wg", "wgpyd" if TUNNEL == "wgpyd" else "wireguard-go")
-
-
-def start_tunnel_daemon(lab: Lab, ns: str, ifname: str) -> None:
-    """Start the userspace WireGuard device ``ifname`` in ``ns`` (the parametrisation point)."""
-    if TUNNEL == "wgpyd":
-        exe = shutil.which("wgpyd") or "wgpyd"
-        lab.popen(ns, [exe, ifname, "-f"], log=f"{ifname}.log")
-    else:
-        lab.popen(ns, ["wireguard-go", "-f", ifname], log=f"{ifname}.log")
-    lab.wait_socket(ifname)
+    return ("wg", device_under_test())
 
 
 def _keypair(lab: Lab, name: str) -> tuple[Path, str]:
@@ -74,8 +61,8 @@ def build(lab: Lab) -> Topology:
     wp, wo = lab.wg_name(), lab.wg_name()
     kp, pp = _keypair(lab, "prx")
     ko, po = _keypair(lab, "org")
-    start_tunnel_daemon(lab, prx, wp)
-    start_tunnel_daemon(lab, org, wo)
+    launch(lab, prx, wp)
+    launch(lab, org, wo)
     lab.run(prx, f"wg set {wp} private-key {kp} listen-port 51820 peer {po}"
                  f" allowed-ips 10.99.0.0/24 endpoint 192.168.60.2:51820"
                  f" && ip addr add 10.99.0.1/24 dev {wp} && ip link set {wp} up")  # fmt: skip
