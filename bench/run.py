@@ -1,6 +1,6 @@
 """Benchmark wgpyd against wireguard-go in two namespaces over a veth.
 
-    sudo python3 bench/run.py                 # 3 rounds, ~5 minutes
+    sudo python3 bench/run.py                 # 3 rounds (minutes)
     sudo python3 bench/run.py --rounds 5 --out /tmp/wgbench
     sudo python3 bench/run.py --smoke         # a few seconds: checks that it works
 
@@ -218,12 +218,13 @@ def udp_run(p: Pair, res: Results, row: str, key: str, ip_size: int, s: Settings
 def measure_latency(pairs: dict[str, Pair], res: Results, s: Settings) -> None:
     """Handshake probes and pings, alternating between the pairs in short slices.
 
-    The machine's load drifts within minutes (wireguard-go's ping median moved
-    from 0.37 to 0.61 ms between rounds of one run): measured one pair after
-    the other, that drift became the ratio.  Interleaved, it falls on all
-    pairs alike.  Ping RTT is the median of the echoes (ping's own average
-    lets one stall of the shared vCPUs move it), with the daemons' CPU time
-    over the same echoes: a lower RTT bought with busy polling shows its price."""
+    The machine's load drifts within minutes (docs/performance.md has a run
+    where wireguard-go's ping median rose by two thirds between rounds):
+    measured one pair after the other, that drift became the ratio.
+    Interleaved, it falls on all pairs alike.  Ping RTT is the median of the
+    echoes (ping's own average lets one stall of the shared vCPUs move it),
+    with the daemons' CPU time over the same echoes: a lower RTT bought with
+    busy polling shows its price."""
     for i in range(s.handshakes):
         for row, p in pairs.items():
             res.add(row, "handshake_ms", handshake_probe(p, first=i == 0))
