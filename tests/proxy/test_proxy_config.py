@@ -6,7 +6,8 @@ import ipaddress
 
 import pytest
 
-from wgpy.proxy.config import ConfigError, Endpoint, load, parse, parse_ports
+from wgpy.protocol.errors import ConfigError
+from wgpy.proxy.config import Origin, load, parse, parse_ports
 
 GOOD = """\
 # a comment
@@ -50,10 +51,10 @@ def test_good_config_parses_every_form() -> None:
     assert web.ports == ((80, 81), (443, 443), (8000, 8999))
     assert web.protocols == ("tcp", "udp")
     ip = ipaddress.ip_address
-    assert web.origins == (Endpoint(ip("10.99.0.2"), 8080), Endpoint(ip("fd00:99::2"), 8080),
-                           Endpoint(ip("10.99.0.3"), None))  # fmt: skip
-    assert web.table == ((ip("10.77.0.9"), (Endpoint(ip("10.99.0.4"), 80),
-                                            Endpoint(ip("10.99.0.5"), None))),)  # fmt: skip
+    assert web.origins == (Origin(ip("10.99.0.2"), 8080), Origin(ip("fd00:99::2"), 8080),
+                           Origin(ip("10.99.0.3"), None))  # fmt: skip
+    assert web.table == ((ip("10.77.0.9"), (Origin(ip("10.99.0.4"), 80),
+                                            Origin(ip("10.99.0.5"), None))),)  # fmt: skip
     assert web.proxy_protocol == 2 and web.max_per_source == 7 and web.rate_per_source == 20
     assert web.idle_timeout == 30 and web.connect_timeout == 0.25  # rule overrides, else default
     assert second.all_ports() and second.protocols == ("tcp",) and second.proxy_protocol == 0
@@ -99,9 +100,43 @@ def test_good_config_parses_every_form() -> None:
 def test_errors_name_the_line(text: str, line: int, fragment: str) -> None:
     with pytest.raises(ConfigError) as ei:
         parse(text, "x.conf")
-    assert ei.value.line == line, str(ei.value)
+    assert (ei.value.lineno or 0) == line, str(ei.value)
     assert fragment in str(ei.value)
     assert str(ei.value).startswith(f"x.conf:{line}: " if line else "x.conf: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port"),
+    [
+        ("10.0.0.2:80", "10.0.0.2", 80),
+        ("[fd00::2]:80", "fd00::2", 80),
+        ("10.0.0.2", "10.0.0.2", None),
+        ("fd00::2", "fd00::2", None),
+        ("[fd00::2]", "fd00::2", None),
+        ("10.0.0.2:same", "10.0.0.2", None),
+        ("[fd00::2]:same", "fd00::2", None),
+    ],
+)
+def test_origin_syntax(text: str, host: str, port: int | None) -> None:
+    rule = parse(f"[Rule]\nPrefix = 10.1.0.0/24\nOrigin = {text}\n").rules[0]
+    assert rule.origins == (Origin(ipaddress.ip_address(host), port),)
+    assert rule.origins[0].resolve(443) == (host, port or 443)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[fd00::2:80", "'[fd00::2:80': missing ']'"),
+        ("[fd00::2]80", "'[fd00::2]80': expected ':PORT' after the address"),
+        ("10.0.0.2:", "'10.0.0.2:': expected ':PORT' after the address"),
+        ("10.0.0.2:http", "origin: 'http' is not an integer"),
+        ("0.0.0.0:80", "must be a unicast address"),
+    ],
+)
+def test_bad_origins_name_the_line(text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        parse(f"[Rule]\nPrefix = 10.1.0.0/24\nOrigin = {text}\n", "x.conf")
+    assert str(ei.value).startswith("x.conf:3: origin: ") and fragment in str(ei.value)
 
 
 def test_ports_merge_and_wildcard() -> None:

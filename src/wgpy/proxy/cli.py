@@ -9,6 +9,8 @@ import logging
 import sys
 from collections.abc import Callable
 
+from wgpy.protocol.errors import ConfigError
+
 from . import config as cfgmod
 from . import control, rules
 from .netsetup import SetupError, apply_setup, apply_teardown
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     except _Usage as e:
         print(f"{e}\nTry '{PROG} --help'.", file=sys.stderr)
         return 2
-    except cfgmod.ConfigError as e:
+    except ConfigError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
     except (SetupError, control.ControlError) as e:

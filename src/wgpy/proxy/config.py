@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from wgpy.control.endpoint import Endpoint, split_host_port
+from wgpy.protocol.errors import ConfigError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -31,25 +34,20 @@ T = TypeVar("T")
 ALL_PORTS: tuple[tuple[int, int], ...] = ((1, 65535),)
 
 
-class ConfigError(ValueError):
-    """A configuration problem, already formatted as ``FILE:LINE: message``."""
-
-    def __init__(self, source: str, line: int, message: str) -> None:
-        self.source = source
-        self.line = line
-        self.message = message
-        where = f"{source}:{line}" if line else source
-        super().__init__(f"{where}: {message}")
-
-
 @dataclass(frozen=True)
-class Endpoint:
-    """An origin address; ``port is None`` means "the client's original port"."""
+class Origin:
+    """Where a rule sends connections: a configured address, and a port or
+    ``None`` for "the port the client dialled" (``Origin = 10.99.0.3``).
+
+    Not an endpoint (:data:`wgpy.protocol.events.Endpoint`): it becomes one
+    only per connection, by :meth:`resolve`.
+    """
 
     host: IPAddress
     port: int | None
 
-    def resolve(self, dst_port: int) -> tuple[str, int]:
+    def resolve(self, dst_port: int) -> Endpoint:
+        """The endpoint to dial for a connection the client made to ``dst_port``."""
         return (str(self.host), self.port if self.port is not None else dst_port)
 
     def __str__(self) -> str:
@@ -64,8 +62,8 @@ class Rule:
     prefixes: tuple[IPNetwork, ...]
     ports: tuple[tuple[int, int], ...]
     protocols: tuple[str, ...]
-    origins: tuple[Endpoint, ...]
-    table: tuple[tuple[IPAddress, tuple[Endpoint, ...]], ...]
+    origins: tuple[Origin, ...]
+    table: tuple[tuple[IPAddress, tuple[Origin, ...]], ...]
     proxy_protocol: int  # 0 (off), 1 or 2
     allow: tuple[IPNetwork, ...]
     deny: tuple[IPNetwork, ...]
@@ -116,15 +114,6 @@ class ProxyConfig:
                 if p.version == version and p not in seen:
                     seen.append(p)
         return seen
-
-    def endpoints(self) -> list[Endpoint]:
-        """Every configured origin, in file order, without duplicates."""
-        out: list[Endpoint] = []
-        for r in self.rules:
-            for ep in (*r.origins, *(e for _, eps in r.table for e in eps)):
-                if ep not in out:
-                    out.append(ep)
-        return out
 
 
 # -- value parsers -----------------------------------------------------------
@@ -178,25 +167,21 @@ def parse_address(text: str) -> IPAddress:
         raise _ValueError(f"{text!r} is not an IP address (names are not resolved)") from None
 
 
-def parse_endpoint(text: str) -> Endpoint:
-    """``10.0.0.2:80``, ``[fd00::2]:80``, or a bare address for "same port"."""
+def parse_origin(text: str) -> Origin:
+    """``10.0.0.2:80``, ``[fd00::2]:80``, or a bare address (or ``ADDR:same``)
+    for "the client's port"; split by the package's one ``HOST:PORT`` parser."""
     t = text.strip()
-    if t.startswith("["):
-        host, sep, rest = t[1:].partition("]")
-        if not sep:
-            raise _ValueError(f"{text!r}: missing ']'")
-        if rest and not rest.startswith(":"):
-            raise _ValueError(f"{text!r}: expected ':PORT' after ']'")
-        port_text = rest[1:] if rest else ""
-    elif t.count(":") == 1:
-        host, _, port_text = t.partition(":")
-    else:
-        host, port_text = t, ""
+    try:
+        host, port_text = split_host_port(t, port_optional=True)
+    except ValueError:
+        if t.startswith("[") and "]" not in t:
+            raise _ValueError(f"{text!r}: missing ']'") from None
+        raise _ValueError(f"{text!r}: expected ':PORT' after the address") from None
     addr = parse_address(host)
     if addr.is_unspecified or addr.is_multicast:
         raise _ValueError(f"{text!r}: an origin must be a unicast address")
     port = None if port_text in ("", "same") else parse_int(port_text, 1, 65535)
-    return Endpoint(addr, port)
+    return Origin(addr, port)
 
 
 def parse_ports(text: str) -> tuple[tuple[int, int], ...]:
@@ -289,25 +274,25 @@ def _sections(text: str, source: str) -> list[_Section]:
             continue
         if line.startswith("["):
             if not line.endswith("]"):
-                raise ConfigError(source, n, f"malformed section header {raw.strip()!r}")
+                raise ConfigError(f"malformed section header {raw.strip()!r}", source, n)
             kind = line[1:-1].strip().lower()
             if kind not in ("proxy", "rule"):
                 raise ConfigError(
-                    source, n, f"unknown section [{line[1:-1]}] (use [Proxy] or [Rule])"
+                    f"unknown section [{line[1:-1]}] (use [Proxy] or [Rule])", source, n
                 )
             if kind == "proxy" and any(s.kind == "proxy" for s in sections):
-                raise ConfigError(source, n, "a second [Proxy] section")
+                raise ConfigError("a second [Proxy] section", source, n)
             sections.append(_Section(kind, n))
             continue
         key, sep, value = line.partition("=")
         if not sep:
-            raise ConfigError(source, n, f"expected 'Key = Value', got {raw.strip()!r}")
+            raise ConfigError(f"expected 'Key = Value', got {raw.strip()!r}", source, n)
         if not sections:
-            raise ConfigError(source, n, "a setting before any [Proxy] or [Rule] section")
+            raise ConfigError("a setting before any [Proxy] or [Rule] section", source, n)
         key = key.strip().lower()
         value = value.strip()
         if not value:
-            raise ConfigError(source, n, f"{key}: empty value")
+            raise ConfigError(f"{key}: empty value", source, n)
         sections[-1].items.append((n, key, value))
     return sections
 
@@ -315,7 +300,7 @@ def _sections(text: str, source: str) -> list[_Section]:
 def _one(sec: _Section, key: str, source: str) -> tuple[int, str] | None:
     vals = sec.get(key)
     if len(vals) > 1:
-        raise ConfigError(source, vals[1][0], f"{key} given twice in this section")
+        raise ConfigError(f"{key} given twice in this section", source, vals[1][0])
     return vals[0] if vals else None
 
 
@@ -327,9 +312,9 @@ def _settings(sec: _Section | None, source: str) -> Settings:
     for n, key, value in sec.items:
         attr = _SETTINGS_KEYS.get(key)
         if attr is None:
-            raise ConfigError(source, n, f"unknown [Proxy] key {key!r}")
+            raise ConfigError(f"unknown [Proxy] key {key!r}", source, n)
         if attr in kw or (attr == "listen" and "listen_v4" in kw):
-            raise ConfigError(source, n, f"{key} given twice")
+            raise ConfigError(f"{key} given twice", source, n)
         try:
             if attr == "listen":
                 for a in _split(value):
@@ -356,9 +341,9 @@ def _settings(sec: _Section | None, source: str) -> Settings:
             else:
                 kw[attr] = parse_seconds(value)
         except _ValueError as e:
-            raise ConfigError(source, n, f"{key}: {e}") from None
+            raise ConfigError(f"{key}: {e}", source, n) from None
     if kw.get("table") in (253, 254, 255):
-        raise ConfigError(source, sec.line, "Table must not be a kernel table (253-255)")
+        raise ConfigError("Table must not be a kernel table (253-255)", source, sec.line)
     return dataclasses.replace(s, **kw)
 
 
@@ -366,7 +351,7 @@ def _at(source: str, n: int, key: str, fn: Callable[..., T], *args: object) -> T
     try:
         return fn(*args)
     except _ValueError as e:
-        raise ConfigError(source, n, f"{key}: {e}") from None
+        raise ConfigError(f"{key}: {e}", source, n) from None
 
 
 def _many(sec: _Section, key: str) -> list[tuple[int, str]]:
@@ -376,7 +361,7 @@ def _many(sec: _Section, key: str) -> list[tuple[int, str]]:
 def _rule(sec: _Section, index: int, st: Settings, source: str) -> Rule:
     for n, key, _ in sec.items:
         if key not in _RULE_KEYS:
-            raise ConfigError(source, n, f"unknown [Rule] key {key!r}")
+            raise ConfigError(f"unknown [Rule] key {key!r}", source, n)
 
     def single(key: str, fn: Callable[..., T], default: T, *args: object) -> T:
         item = _one(sec, key, source)
@@ -385,42 +370,42 @@ def _rule(sec: _Section, index: int, st: Settings, source: str) -> Rule:
     name = single("name", str, f"rule{index}")
     if not name.replace("-", "").replace("_", "").isalnum():
         n = (_one(sec, "name", source) or (sec.line, ""))[0]
-        raise ConfigError(source, n, f"name {name!r}: letters, digits, '-', '_' only")
+        raise ConfigError(f"name {name!r}: letters, digits, '-', '_' only", source, n)
 
     prefixes = [_at(source, n, "prefix", parse_network, v) for n, v in _many(sec, "prefix")]
     if not prefixes:
-        raise ConfigError(source, sec.line, f"rule {name!r} has no Prefix")
+        raise ConfigError(f"rule {name!r} has no Prefix", source, sec.line)
     ports = single("ports", parse_ports, ALL_PORTS)
 
     protocols: list[str] = []
     for n, v in _many(sec, "protocol"):
         if v.lower() not in PROTOCOLS:
-            raise ConfigError(source, n, f"protocol {v!r}: expected tcp or udp")
+            raise ConfigError(f"protocol {v!r}: expected tcp or udp", source, n)
         protocols.append(v.lower())
     protocols = list(dict.fromkeys(protocols or ["tcp"]))
 
-    origins = [_at(source, n, "origin", parse_endpoint, v) for n, v in _many(sec, "origin")]
-    table: list[tuple[IPAddress, tuple[Endpoint, ...]]] = []
+    origins = [_at(source, n, "origin", parse_origin, v) for n, v in _many(sec, "origin")]
+    table: list[tuple[IPAddress, tuple[Origin, ...]]] = []
     for n, v in sec.get("map"):
         left, arrow, right = v.partition("->")
         if not arrow:
-            raise ConfigError(source, n, "map: expected 'ADDRESS -> ORIGIN[, ORIGIN...]'")
+            raise ConfigError("map: expected 'ADDRESS -> ORIGIN[, ORIGIN...]'", source, n)
         addr = _at(source, n, "map", parse_address, left.strip())
         if not any(addr in p for p in prefixes):
-            raise ConfigError(source, n, f"map: {addr} is not inside this rule's Prefix")
+            raise ConfigError(f"map: {addr} is not inside this rule's Prefix", source, n)
         if any(a == addr for a, _ in table):
-            raise ConfigError(source, n, f"map: {addr} mapped twice")
-        eps = tuple(_at(source, n, "map", parse_endpoint, x) for x in _split(right))
-        if not eps:
-            raise ConfigError(source, n, "map: no origin after '->'")
-        table.append((addr, eps))
+            raise ConfigError(f"map: {addr} mapped twice", source, n)
+        targets = tuple(_at(source, n, "map", parse_origin, x) for x in _split(right))
+        if not targets:
+            raise ConfigError("map: no origin after '->'", source, n)
+        table.append((addr, targets))
     if not origins and not table:
-        raise ConfigError(source, sec.line, f"rule {name!r} has neither Origin nor Map")
+        raise ConfigError(f"rule {name!r} has neither Origin nor Map", source, sec.line)
 
     pp = single("proxyprotocol", _parse_proxy_protocol, 0)
     if pp == 1 and "udp" in protocols:
         n = (_one(sec, "proxyprotocol", source) or (sec.line, ""))[0]
-        raise ConfigError(source, n, "proxyprotocol: v1 cannot carry UDP; use v2")
+        raise ConfigError("proxyprotocol: v1 cannot carry UDP; use v2", source, n)
     return Rule(
         name=name,
         line=sec.line,
@@ -452,21 +437,20 @@ def _check_rules(rules: Iterable[Rule], source: str) -> None:
     for r in rules:
         if r.name in names:
             raise ConfigError(
-                source, r.line, f"rule name {r.name!r} already used at line {names[r.name]}"
+                f"rule name {r.name!r} already used at line {names[r.name]}", source, r.line
             )
         names[r.name] = r.line
     published = [p for r in rules for p in r.prefixes]
     for r in rules:
-        for ep in (*r.origins, *(e for _, eps in r.table for e in eps)):
+        for o in (*r.origins, *(o for _, os_ in r.table for o in os_)):
             for p in published:
-                if ep.host in p:
+                if o.host in p:
                     raise ConfigError(
-                        source, r.line,
-                        f"rule {r.name!r}: origin {ep.host} is inside published prefix {p} "
-                        "(it would loop back into the proxy)",
+                        f"rule {r.name!r}: origin {o.host} is inside published prefix {p} "
+                        "(it would loop back into the proxy)", source, r.line,
                     )  # fmt: skip
-            if ep.host.is_loopback:
-                raise ConfigError(source, r.line, f"rule {r.name!r}: origin {ep.host} is loopback")
+            if o.host.is_loopback:
+                raise ConfigError(f"rule {r.name!r}: origin {o.host} is loopback", source, r.line)
 
 
 def parse(text: str, source: str = "<config>") -> ProxyConfig:
@@ -480,7 +464,7 @@ def parse(text: str, source: str = "<config>") -> ProxyConfig:
     settings = _settings(proxy, source)
     rule_secs = [s for s in sections if s.kind == "rule"]
     if not rule_secs:
-        raise ConfigError(source, 0, "no [Rule] section: nothing to publish")
+        raise ConfigError("no [Rule] section: nothing to publish", source)
     rules = tuple(_rule(s, i, settings, source) for i, s in enumerate(rule_secs, start=1))
     _check_rules(rules, source)
     return ProxyConfig(source=source, settings=settings, rules=rules)
@@ -492,5 +476,5 @@ def load(path: str | Path) -> ProxyConfig:
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(str(p), 0, f"cannot read: {e}") from None
+        raise ConfigError(f"cannot read: {e}", str(p)) from None
     return parse(text, str(p))

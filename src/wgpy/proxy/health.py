@@ -14,7 +14,9 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-Target = tuple[str, int]
+from wgpy.control.endpoint import Endpoint, format_endpoint
+
+Target = Endpoint  # an origin's address and the port probed
 
 
 @dataclass
@@ -64,7 +66,7 @@ class HealthBook:
 
     def snapshot(self) -> dict[str, dict[str, object]]:
         return {
-            f"[{h}]:{p}" if ":" in h else f"{h}:{p}": {
+            format_endpoint(h, p): {
                 "up": st.up,
                 "consecutive_failures": st.fails,
                 "checks": st.checks,

@@ -16,7 +16,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from .config import Endpoint, IPAddress, ProxyConfig, Rule
+from wgpy.control.endpoint import Endpoint
+
+from .config import IPAddress, Origin, ProxyConfig, Rule
 from .health import HealthBook, Target
 
 REFUSED_NO_RULE = "no-rule"
@@ -24,12 +26,12 @@ REFUSED_DENY = "denied"
 REFUSED_NOT_ALLOWED = "not-allowed"
 
 
-def health_target(rule: Rule, ep: Endpoint) -> Target | None:
-    """What to probe for ``ep`` in ``rule``, or None when it is not probed."""
+def health_target(rule: Rule, origin: Origin) -> Target | None:
+    """What to probe for ``origin`` in ``rule``, or None when it is not probed."""
     if not rule.health_check:
         return None
-    port = ep.port if ep.port is not None else rule.health_port
-    return (str(ep.host), port) if port is not None else None
+    port = origin.port if origin.port is not None else rule.health_port
+    return (str(origin.host), port) if port is not None else None
 
 
 def health_targets(cfg: ProxyConfig) -> list[Target]:
@@ -37,8 +39,8 @@ def health_targets(cfg: ProxyConfig) -> list[Target]:
     for r in cfg.rules:
         if "tcp" not in r.protocols:
             continue  # a TCP connect says nothing about a UDP-only service
-        for ep in (*r.origins, *(e for _, eps in r.table for e in eps)):
-            t = health_target(r, ep)
+        for o in (*r.origins, *(o for _, os_ in r.table for o in os_)):
+            t = health_target(r, o)
             if t is not None and t not in out:
                 out.append(t)
     return out
@@ -49,7 +51,7 @@ class Router:
         self.cfg = cfg
         self.health = health
         self._rr: dict[tuple[str, str], int] = {}
-        self._tables = {r.name: {str(a): eps for a, eps in r.table} for r in cfg.rules}
+        self._tables = {r.name: {str(a): os_ for a, os_ in r.table} for r in cfg.rules}
 
     def match(self, protocol: str, dst: IPAddress, port: int) -> Rule | None:
         """The first rule publishing ``dst:port`` over ``protocol``."""
@@ -71,27 +73,27 @@ class Router:
             return REFUSED_NOT_ALLOWED
         return None
 
-    def origins_for(self, rule: Rule, dst: IPAddress) -> Sequence[Endpoint]:
+    def origins_for(self, rule: Rule, dst: IPAddress) -> Sequence[Origin]:
         return self._tables[rule.name].get(str(dst), rule.origins)
 
-    def candidates(self, rule: Rule, dst: IPAddress, port: int) -> list[tuple[str, int]]:
+    def candidates(self, rule: Rule, dst: IPAddress, port: int) -> list[Endpoint]:
         """Origins to try for ``dst:port``: rotated round-robin, healthy first.
 
         Down origins stay at the end as a last resort, so a rule whose
         origins are all marked down still tries rather than refusing.
         """
-        eps = list(self.origins_for(rule, dst))
-        if not eps:
+        origins = list(self.origins_for(rule, dst))
+        if not origins:
             return []
         key = (rule.name, str(dst) if str(dst) in self._tables[rule.name] else "")
-        start = self._rr.get(key, 0) % len(eps)
+        start = self._rr.get(key, 0) % len(origins)
         self._rr[key] = start + 1
-        rotated = eps[start:] + eps[:start]
-        up: list[tuple[str, int]] = []
-        down: list[tuple[str, int]] = []
-        for ep in rotated:
-            t = health_target(rule, ep)
-            (up if t is None or self.health.is_up(t) else down).append(ep.resolve(port))
+        rotated = origins[start:] + origins[:start]
+        up: list[Endpoint] = []
+        down: list[Endpoint] = []
+        for o in rotated:
+            t = health_target(rule, o)
+            (up if t is None or self.health.is_up(t) else down).append(o.resolve(port))
         return up + down
 
 

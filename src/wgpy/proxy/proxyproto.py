@@ -14,6 +14,8 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
+from wgpy.control.endpoint import Endpoint
+
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 _V2_HEAD = struct.Struct("!12sBBH")  # signature, ver_cmd, fam_proto, length
 _V2_IPV4 = struct.Struct("!4s4sHH")
@@ -34,15 +36,15 @@ class ProxyInfo:
     """What a header says: transport, client (source) and original destination."""
 
     protocol: str  # "tcp" or "udp"
-    src: tuple[str, int]
-    dst: tuple[str, int]
+    src: Endpoint
+    dst: Endpoint
 
 
 def _version(host: str) -> int:
     return ipaddress.ip_address(host).version
 
 
-def encode_v1(src: tuple[str, int], dst: tuple[str, int]) -> bytes:
+def encode_v1(src: Endpoint, dst: Endpoint) -> bytes:
     """``PROXY TCP4 1.2.3.4 10.0.0.1 5555 80\\r\\n`` for a TCP connection."""
     v = _version(src[0])
     if v != _version(dst[0]):
@@ -51,7 +53,7 @@ def encode_v1(src: tuple[str, int], dst: tuple[str, int]) -> bytes:
     return f"PROXY TCP{v} {s} {d} {src[1]} {dst[1]}\r\n".encode("ascii")
 
 
-def encode_v2(src: tuple[str, int], dst: tuple[str, int], protocol: str = "tcp") -> bytes:
+def encode_v2(src: Endpoint, dst: Endpoint, protocol: str = "tcp") -> bytes:
     """A binary v2 PROXY header for a TCP stream or a UDP datagram."""
     s, d = ipaddress.ip_address(src[0]), ipaddress.ip_address(dst[0])
     if s.version != d.version:
@@ -61,7 +63,7 @@ def encode_v2(src: tuple[str, int], dst: tuple[str, int], protocol: str = "tcp")
     return _V2_HEAD.pack(V2_SIGNATURE, V2_CMD_PROXY, fam, len(body)) + body
 
 
-def encode(version: int, src: tuple[str, int], dst: tuple[str, int], protocol: str) -> bytes:
+def encode(version: int, src: Endpoint, dst: Endpoint, protocol: str) -> bytes:
     """Header for ``version`` (1 or 2), or ``b""`` when ``version`` is 0."""
     if version == 0:
         return b""

@@ -31,6 +31,9 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from wgpy.control.endpoint import Endpoint
+from wgpy.protocol.errors import ConfigError
+
 from . import config as cfgmod
 from . import control, proxyproto
 from .config import ProxyConfig, Rule, Settings
@@ -42,7 +45,7 @@ from .rules import sync_commands
 from .splice import Pipe
 from .stats import RuleStats, Stats
 from .tproxy import family_of, rst_close, tcp_listener, udp_listener
-from .udp import Addr, Admitted, UdpRelay
+from .udp import Admitted, UdpRelay
 
 log = logging.getLogger("wgpy.proxy")
 ACCEPT_BATCH = 128
@@ -55,7 +58,7 @@ _FIXED = ("listen_port", "listen_v4", "listen_v6", "mark", "table", "rule_priori
 class _Conn:
     """Book-keeping for one admitted TCP connection."""
 
-    def __init__(self, rule: Rule, src: Addr, stats: RuleStats) -> None:
+    def __init__(self, rule: Rule, src: Endpoint, stats: RuleStats) -> None:
         self.rule = rule
         self.src = src
         self.stats = stats
@@ -180,7 +183,7 @@ class ProxyServer:
                 self.udp_families.add(version)
 
     # -- admission ---------------------------------------------------------
-    def _admit(self, protocol: str, src: Addr, dst: Addr) -> Admitted | None:
+    def _admit(self, protocol: str, src: Endpoint, dst: Endpoint) -> Admitted | None:
         """Match, ACL and limits; on refusal count it and return None."""
         sip, dip = parse_ip(src[0]), parse_ip(dst[0])
         rule = self.router.match(protocol, dip, dst[1])
@@ -228,14 +231,14 @@ class ProxyServer:
 
         self.loop.call_later(0.1, resume)
 
-    def _on_accept(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+    def _on_accept(self, sock: socket.socket, peer: Endpoint) -> None:
         sock.setblocking(False)
         try:
             dst = sock.getsockname()
         except OSError:
             sock.close()
             return
-        src: Addr = (peer[0], peer[1])
+        src: Endpoint = (peer[0], peer[1])
         adm = self._admit("tcp", src, (dst[0], dst[1]))
         if adm is None:
             rst_close(sock)
@@ -246,7 +249,7 @@ class ProxyServer:
         self._spawn(self._connect(conn, sock, (dst[0], dst[1]), adm.candidates))
 
     async def _dial(self, rule: Rule, stats: RuleStats,
-                    candidates: list[Addr]) -> socket.socket | None:  # fmt: skip
+                    candidates: list[Endpoint]) -> socket.socket | None:  # fmt: skip
         for host, port in candidates[:MAX_ORIGIN_TRIES]:
             up = socket.socket(family_of(host), socket.SOCK_STREAM)
             up.setblocking(False)
@@ -265,8 +268,8 @@ class ProxyServer:
             return up
         return None
 
-    async def _connect(self, conn: _Conn, sock: socket.socket, dst: Addr,
-                       candidates: list[Addr]) -> None:  # fmt: skip
+    async def _connect(self, conn: _Conn, sock: socket.socket, dst: Endpoint,
+                       candidates: list[Endpoint]) -> None:  # fmt: skip
         rule, stats = conn.rule, conn.stats
         handed_over = False
         try:
@@ -347,7 +350,7 @@ class ProxyServer:
                 self._ensure_listeners(new)
                 if self.manage_setup:
                     self._sync(self.cfg, new)
-            except (cfgmod.ConfigError, SetupError, OSError) as e:
+            except (ConfigError, SetupError, OSError) as e:
                 self.stats.reload_failures += 1
                 self.stats.last_reload_error = str(e)
                 log.error("reload refused, keeping the running configuration: %s", e)
@@ -361,8 +364,8 @@ class ProxyServer:
     def _check_fixed(old: Settings, new: Settings) -> None:
         changed = [k for k in _FIXED if getattr(old, k) != getattr(new, k)]
         if changed:
-            raise cfgmod.ConfigError(
-                "reload", 0, f"{', '.join(changed)} cannot change on reload; restart the proxy"
+            raise ConfigError(
+                f"{', '.join(changed)} cannot change on reload; restart the proxy", "reload"
             )
 
     def _sync(self, old: ProxyConfig, new: ProxyConfig) -> None:

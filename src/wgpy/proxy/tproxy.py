@@ -15,6 +15,8 @@ from __future__ import annotations
 import socket
 import struct
 
+from wgpy.control.endpoint import Endpoint
+
 SOL_IP = 0
 SOL_IPV6 = 41
 IP_TRANSPARENT = 19
@@ -76,7 +78,7 @@ def udp_listener(host: str, port: int) -> socket.socket:
     return _listener(host, port, socket.SOCK_DGRAM, origdst=True)
 
 
-def parse_origdst(ancdata: list[tuple[int, int, bytes]]) -> tuple[str, int] | None:
+def parse_origdst(ancdata: list[tuple[int, int, bytes]]) -> Endpoint | None:
     """The original destination from ``recvmsg`` control messages, if present."""
     for level, kind, data in ancdata:
         if level == SOL_IP and kind == IP_ORIGDSTADDR and len(data) >= 8:
@@ -92,7 +94,7 @@ def parse_origdst(ancdata: list[tuple[int, int, bytes]]) -> tuple[str, int] | No
     return None
 
 
-def udp_reply_socket(local: tuple[str, int], client: tuple[str, int]) -> socket.socket:
+def udp_reply_socket(local: Endpoint, client: Endpoint) -> socket.socket:
     """A socket bound to the flow's original destination and connected to the client."""
     fam = family_of(local[0])
     s = socket.socket(fam, socket.SOCK_DGRAM)

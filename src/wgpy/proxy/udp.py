@@ -22,12 +22,13 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from wgpy.control.endpoint import Endpoint
+
 from . import proxyproto
 from .config import Rule
 from .stats import RuleStats
 from .tproxy import ANCILLARY_SIZE, family_of, parse_origdst, udp_reply_socket
 
-Addr = tuple[str, int]
 BATCH = 64
 MAX_DATAGRAM = 65535
 
@@ -35,17 +36,17 @@ MAX_DATAGRAM = 65535
 @dataclass
 class Admitted:
     rule: Rule
-    candidates: list[Addr]
+    candidates: list[Endpoint]
     stats: RuleStats
 
 
 # admit(protocol, src, dst) -> Admitted or None (refused and counted)
-AdmitFn = Callable[[str, Addr, Addr], Admitted | None]
+AdmitFn = Callable[[str, Endpoint, Endpoint], Admitted | None]
 ReleaseFn = Callable[[str, str], None]
 
 
 class UdpFlow:
-    def __init__(self, relay: UdpRelay, key: tuple[Addr, Addr], adm: Admitted,
+    def __init__(self, relay: UdpRelay, key: tuple[Endpoint, Endpoint], adm: Admitted,
                  reply: socket.socket, up: socket.socket, now: float) -> None:  # fmt: skip
         self.relay = relay
         self.key = key
@@ -119,7 +120,7 @@ class UdpRelay:
         self.admit = admit
         self.release = release
         self.unmatched = unmatched
-        self.flows: dict[tuple[Addr, Addr], UdpFlow] = {}
+        self.flows: dict[tuple[Endpoint, Endpoint], UdpFlow] = {}
         self.listeners: list[socket.socket] = []
 
     def add_listener(self, sock: socket.socket) -> None:
@@ -144,7 +145,7 @@ class UdpRelay:
             if flow is not None:
                 flow.to_origin(data, now)
 
-    def _open(self, key: tuple[Addr, Addr], now: float) -> UdpFlow | None:
+    def _open(self, key: tuple[Endpoint, Endpoint], now: float) -> UdpFlow | None:
         client, dst = key
         adm = self.admit("udp", client, dst)
         if adm is None:

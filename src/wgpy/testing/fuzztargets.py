@@ -262,11 +262,12 @@ _registry: Any = None
 
 
 def fuzz_proxy_config(data: bytes) -> None:
+    from wgpy.protocol.errors import ConfigError
     from wgpy.proxy import config as pconfig
 
     try:
         pconfig.parse(_text(data), "fuzz.conf")
-    except pconfig.ConfigError:
+    except ConfigError:
         pass
 
 
