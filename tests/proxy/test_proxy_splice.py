@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 
 from wgpy.proxy.splice import Pipe
@@ -149,3 +150,39 @@ def test_idle_time_follows_the_injected_clock() -> None:
         assert await recv_all(client) == b"" and pipe.reason == "idle"
 
     run_pipe(body, clock=lambda: now[0])
+
+
+def _silent_case(origin_first: str) -> bool:
+    """Run one exchange and return ``pipe.origin_silent``."""
+    seen: list[bool] = []
+
+    async def body(client: socket.socket, origin: socket.socket, pipe: Pipe,
+                   done: asyncio.Future[None]) -> None:  # fmt: skip
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(client, b"GET / HTTP/1.0\r\n\r\n")
+        assert await loop.sock_recv(origin, 100)
+        if origin_first == "reply":
+            await loop.sock_sendall(origin, b"HTTP/1.0 200 OK\r\n\r\n")
+        elif origin_first == "client-eof":
+            client.shutdown(socket.SHUT_WR)
+            assert await recv_all(origin) == b""
+        elif origin_first == "reset":
+            origin.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        origin.close()
+        await recv_all(client) if origin_first != "reset" else await asyncio.sleep(0.05)
+        client.close()
+        await done
+        seen.append(pipe.origin_silent)
+
+    run_pipe(body)
+    return seen[0]
+
+
+def test_an_origin_that_hangs_up_without_a_byte_is_noted() -> None:
+    # A plain server fed a PROXY header it does not expect typically reads,
+    # finds no request line and closes: the client gets an empty reply.
+    assert _silent_case("close") is True
+    assert _silent_case("reset") is True
+    # Not silent: the origin answered, or the client had finished first.
+    assert _silent_case("reply") is False
+    assert _silent_case("client-eof") is False

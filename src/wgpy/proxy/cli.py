@@ -178,7 +178,10 @@ def _print_status(st: dict[str, object]) -> None:
         print(f"rule {name}: tcp {rs['connections']} ({rs['active']} active), "
               f"udp flows {rs['udp_flows']} ({rs['udp_active']} active), "
               f"up {_human(rs['bytes_up'])}, down {_human(rs['bytes_down'])}, "
-              f"refused {refused}, origin failures {rs['origin_failures']}")  # fmt: skip
+              f"refused {refused}, origin failures {rs['origin_failures']}, "
+              f"silent origin closes {rs['origin_silent_closes']}")  # fmt: skip
+        if rs.get("last_origin_problem"):
+            print(f"  last: {rs['last_origin_problem']}")
     origins = st.get("origins")
     for ep, h in (origins.items() if isinstance(origins, dict) else []):
         print(f"origin {ep}: {'up' if h.get('up') else 'DOWN'} ({h.get('checks')} checks)")

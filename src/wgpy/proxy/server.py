@@ -31,7 +31,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from wgpy.control.endpoint import Endpoint
+from wgpy.control.endpoint import Endpoint, format_endpoint
 from wgpy.protocol.errors import ConfigError
 
 from . import config as cfgmod
@@ -50,6 +50,7 @@ from .udp import Admitted, UdpRelay
 log = logging.getLogger("wgpy.proxy")
 ACCEPT_BATCH = 128
 MAX_ORIGIN_TRIES = 3
+PROBLEM_LOG_INTERVAL = 10.0  # seconds between two warnings of one rule about its origins
 _FD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _FIXED = ("listen_port", "listen_v4", "listen_v6", "mark", "table", "rule_priority",
           "nft_table", "control_socket")  # fmt: skip
@@ -62,6 +63,7 @@ class _Conn:
         self.rule = rule
         self.src = src
         self.stats = stats
+        self.origin: Endpoint | None = None
         self.pipe: Pipe | None = None
 
 
@@ -98,6 +100,7 @@ class ProxyServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: UdpRelay | None = None
         self._paused: set[int] = set()
+        self._warned: dict[str, float] = {}  # rule -> loop time of its last origin warning
 
     # -- lifecycle ---------------------------------------------------------
     @property
@@ -248,8 +251,9 @@ class ProxyServer:
         adm.stats.active += 1
         self._spawn(self._connect(conn, sock, (dst[0], dst[1]), adm.candidates))
 
-    async def _dial(self, rule: Rule, stats: RuleStats,
-                    candidates: list[Endpoint]) -> socket.socket | None:  # fmt: skip
+    async def _dial(
+        self, rule: Rule, stats: RuleStats, candidates: list[Endpoint]
+    ) -> tuple[socket.socket, Endpoint] | None:
         for host, port in candidates[:MAX_ORIGIN_TRIES]:
             up = socket.socket(family_of(host), socket.SOCK_STREAM)
             up.setblocking(False)
@@ -265,7 +269,7 @@ class ProxyServer:
                 up.close()
                 raise
             self.health.record((host, port), True, self.loop.time())
-            return up
+            return up, (host, port)
         return None
 
     async def _connect(self, conn: _Conn, sock: socket.socket, dst: Endpoint,
@@ -273,10 +277,11 @@ class ProxyServer:
         rule, stats = conn.rule, conn.stats
         handed_over = False
         try:
-            up = await self._dial(rule, stats, candidates) if candidates else None
-            if up is None:
+            dialled = await self._dial(rule, stats, candidates) if candidates else None
+            if dialled is None:
                 stats.refuse("origin-unreachable" if candidates else "no-origin")
                 return
+            up, conn.origin = dialled
             pipe = Pipe(self.cfg.settings.buffer_size, self.loop.time, stats,
                         lambda _p: self._finish(conn), rule.idle_timeout)  # fmt: skip
             conn.pipe = pipe
@@ -308,6 +313,26 @@ class ProxyServer:
         self.conns.discard(conn)
         conn.stats.active -= 1
         self._release(conn.rule.name, conn.src[0])
+        if conn.pipe is not None and conn.pipe.origin_silent:
+            self._origin_silent(conn)
+
+    def _origin_silent(self, conn: _Conn) -> None:
+        """Count and explain an origin that hung up without a byte (the client
+        saw only an empty reply); warn at most every PROBLEM_LOG_INTERVAL."""
+        rule = conn.rule
+        where = format_endpoint(*conn.origin) if conn.origin is not None else "?"
+        if rule.proxy_protocol:
+            problem = (f"origin {where} closed the connection without a byte after a PROXY "
+                       f"v{rule.proxy_protocol} header: does it expect one? (ProxyProtocol = off)")
+        else:
+            problem = f"origin {where} closed the connection without sending a byte"
+        conn.stats.origin_silent_closes += 1
+        conn.stats.last_origin_problem = problem
+        now = self.loop.time()
+        last = self._warned.get(rule.name)
+        if last is None or now - last >= PROBLEM_LOG_INTERVAL:
+            self._warned[rule.name] = now
+            log.warning("rule %s: %s", rule.name, problem)
 
     # -- periodic work -----------------------------------------------------
     def _sweep_interval(self) -> float:

@@ -14,6 +14,11 @@ Half-close: an EOF from one side becomes ``shutdown(SHUT_WR)`` on the other
 directions have ended, both sockets close.  A reset on one side is passed on
 as a reset (``SO_LINGER`` 0) on the other.  Idle time is measured with an
 injected clock; the server's sweeper asks :meth:`Pipe.idle_for` and closes.
+
+An origin that ends the connection before sending a single byte, while the
+client has not finished, is remembered (:attr:`Pipe.origin_silent`): the
+client sees only an empty reply, so the server names it in its log and
+counters (the usual cause is a PROXY header the origin did not expect).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class _Side(asyncio.Protocol):
         self.pending_eof = False
         self.got_eof = False
         self.lost = False
+        self.received = 0  # bytes read from this side's socket
 
     @property
     def peer(self) -> _Side:
@@ -64,6 +70,7 @@ class _Side(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.pipe.last_activity = self.pipe.clock()
+        self.received += len(data)
         peer = self.peer
         if self is self.pipe.client:
             self.pipe.counter.bytes_up += len(data)
@@ -77,6 +84,7 @@ class _Side(asyncio.Protocol):
             peer.transport.write(data)
 
     def eof_received(self) -> bool:
+        self.pipe.note_end(self)
         self.got_eof = True
         self.pipe.last_activity = self.pipe.clock()
         if self.peer.transport is None:
@@ -154,6 +162,7 @@ class Pipe:
         self.origin = _Side(self, "origin")
         self.last_activity = clock()
         self.reason = ""
+        self.origin_silent = False  # the origin ended first, without a byte
         self._done = False
 
     def idle_for(self, now: float) -> float:
@@ -179,8 +188,15 @@ class Pipe:
             self.client.close()
             self.origin.close()
 
+    def note_end(self, side: _Side) -> None:
+        """``side`` sent EOF or went away: note an origin that did so first, silently."""
+        if (side is self.origin and not side.received and not self.reason
+                and not side.got_eof and not self.client.got_eof and not self.client.lost):
+            self.origin_silent = True  # fmt: skip
+
     def side_lost(self, side: _Side, exc: Exception | None) -> None:
         """One connection is gone: a reset is passed on as a reset, a close as a close."""
+        self.note_end(side)
         peer = side.peer
         if exc is not None:
             self.reason = self.reason or f"{side.name} reset"

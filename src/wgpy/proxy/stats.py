@@ -12,6 +12,10 @@ class RuleStats:
     bytes_up: int = 0  # client -> origin
     bytes_down: int = 0  # origin -> client
     origin_failures: int = 0  # failed connects to an origin (another may have worked)
+    # the origin accepted, then closed or reset before sending a byte while the
+    # client was still talking: the client got an empty reply
+    origin_silent_closes: int = 0
+    last_origin_problem: str = ""  # the latest of those, with a hint, as logged
     udp_flows: int = 0
     udp_active: int = 0
     udp_datagrams_up: int = 0
