@@ -143,11 +143,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         lab.close()
 
 
-
 def _count(stats: dict[str, object], key: str) -> int:
     value = stats[key]
     assert isinstance(value, int), (key, value)
     return value
+
+
+def proxy_cli(env: Env, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``wgpy proxy ARGV`` in the proxy's namespace, as an operator runs it."""
+    return env.lab.run(env.topo.prx, [sys.executable, "-m", "wgpy.proxy", *argv], check=False)
+
 
 def v4(prefix: str, lo: int, hi: int) -> str:
     return f"{prefix}.{rng.randrange(lo, hi)}"
@@ -314,10 +319,20 @@ def test_sighup_reload_keeps_live_connections_and_refuses_bad_config(env: Env) -
         assert f"{env.conf}:12: origin:" in str(err), err
         rc, out = env.topo.curl(f"http://{v4('10.77.0', 1, 127)}:{port()}/")
         assert rc == 0 and "origin=A port=8080" in out, out  # old rules still serve
+        # While the file does not parse, the tools still reach the proxy, and
+        # `reload` reports the proxy's own verdict.
+        r = proxy_cli(env, "reload", "--config", str(env.conf))
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert r.stderr == ("wgpy proxy: reload refused, the running configuration stays: "
+                            f"{env.conf}:12: origin: 80800 is out of range 1..65535\n")
+        r = proxy_cli(env, "status", "--config", str(env.conf))
+        assert r.returncode == 0 and "reloads 0 (2 refused)" in r.stdout, (r.stdout, r.stderr)
+        assert f"last refused reload: {env.conf}:12: origin: 80800" in r.stdout
 
         env.write_conf(web_origin="10.99.0.3:8082")
-        os.kill(env.pid, signal.SIGHUP)
-        lab.wait_for("reload", lambda: status(env.ctl)["reloads"] == 1)
+        r = proxy_cli(env, "reload", "--config", str(env.conf))
+        assert (r.returncode, r.stdout) == (0, f"reloaded {env.conf}: 9 rule(s)\n"), r.stderr
+        assert status(env.ctl)["reloads"] == 1
         rc, out = env.topo.curl(f"http://{v4('10.77.0', 1, 127)}:{port()}/")
         assert rc == 0 and "origin=B port=8082" in out, out
         assert status(env.ctl)["active_tcp"] == 20
@@ -334,7 +349,14 @@ def test_stop_and_teardown_restore_the_proxy_namespace(env: Env) -> None:
     out = lab.run(None, [sys.executable, "-m", "wgpy.proxy", "status", "--socket",
                          str(env.ctl)]).stdout  # fmt: skip
     assert "rule web:" in out and "origin 10.99.0.3:8089: DOWN" in out, out
-    assert snapshot(lab, env.topo.prx) != env.before
+    installed = snapshot(lab, env.topo.prx)
+    assert installed != env.before
+    # Removing the setup under a running proxy would leave it serving nothing.
+    r = proxy_cli(env, "teardown", "--config", str(env.conf))
+    assert r.returncode == 1 and r.stderr == (
+        f"wgpy proxy: a proxy (pid {env.pid}) still serves this setup on {env.ctl}: "
+        "stop it first (SIGTERM), or use --force\n"), r.stderr
+    assert snapshot(lab, env.topo.prx) == installed
     os.kill(env.pid, signal.SIGTERM)
     assert env.proc is not None and env.proc.wait(timeout=10) == 0, lab.log("proxy.log")
     assert not env.ctl.exists()

@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from wgpy.protocol.errors import ConfigError
 
@@ -21,22 +22,28 @@ PROG = "wgpy proxy"
 DESCRIPTION = """\
 Publish services that sit behind a WireGuard tunnel on every port of whole
 IP prefixes, in the style of Cloudflare Spectrum.  An AnyIP route makes each
-prefix local, an nftables "tproxy" rule hands every TCP and UDP packet for it
-to one IP_TRANSPARENT listener per protocol and family, and the proxy
-forwards each connection or UDP flow to the origin its rule names, normally
-a tunnel address reached through wgpyd."""
+prefix local, an nftables "tproxy" rule hands each rule's TCP packets (and
+its UDP datagrams, where the rule says Protocol = tcp, udp) to one
+IP_TRANSPARENT listener per protocol and family, and the proxy forwards each
+connection or UDP flow to the origin its rule names, normally a tunnel
+address reached through wgpyd."""
 
 EPILOG = """\
 commands:
   run --config FILE [--setup]   serve (also: wgpy proxy --config FILE)
   setup --config FILE [--print] install AnyIP routes, ip rules, nft table
-  teardown --config FILE [--print]
-                                remove exactly what setup installed
+  teardown --config FILE [--print] [--force]
+                                remove exactly what setup installed; refused
+                                while a proxy still serves it, unless --force
   check --config FILE           validate the file and summarise the rules
   status [--config FILE | --socket PATH] [--json]
                                 counters of a running proxy
   reload [--config FILE | --socket PATH]
-                                re-read the file (same as SIGHUP)
+                                ask the running proxy to re-read its file (as
+                                SIGHUP does) and print its verdict; a bad file
+                                is refused and the running configuration stays
+  status and reload read only ControlSocket from FILE, so they reach the
+  proxy even while the file on disk does not parse.
 
 configuration (INI style, '#' comments, keys case-insensitive):
   [Proxy]   ListenPort (15001), ListenAddress (127.0.0.1, ::1), Mark (0x2a0),
@@ -46,18 +53,19 @@ configuration (INI style, '#' comments, keys case-insensitive):
             UdpIdleTimeout (60), BufferSize (262144), HealthInterval (5),
             HealthTimeout (2), HealthFall (2), HealthRise (1)
   [Rule]    Name, Prefix (repeatable CIDRs), Ports (80, 8000-8999; default
-            all), Protocol (tcp, udp), Origin (HOST:PORT, or HOST for the
-            client's port; repeat for round-robin), Map (ADDR -> ORIGIN, ...),
-            ProxyProtocol (off|v1|v2), Allow, Deny (CIDRs; Deny wins),
-            MaxPerSource, MaxConnections, RatePerSource (new conns/s),
-            ConnectTimeout, IdleTimeout, HealthCheck (yes|no), HealthPort
+            all), Protocol (tcp, the default; udp; or tcp, udp), Origin
+            (HOST:PORT, or HOST for the client's port; repeat for
+            round-robin), Map (ADDR -> ORIGIN, ...), ProxyProtocol (off, the
+            default; v1|v2 only for origins that read the header), Allow,
+            Deny (CIDRs; Deny wins), MaxPerSource, MaxConnections,
+            RatePerSource (new conns/s), ConnectTimeout, IdleTimeout,
+            HealthCheck (yes|no), HealthPort
 
 example:
   [Rule]
   Name = web
   Prefix = 10.77.0.0/24
   Origin = 10.99.0.2:8080
-  ProxyProtocol = v2
 
 signals:
   SIGHUP    reload; a bad file is logged and changes nothing
@@ -96,13 +104,17 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--config", "-c", required=True, metavar="FILE")
         s.add_argument("--print", action="store_true", dest="print_only",
                        help="print the commands instead of running them")
+        if name == "teardown":
+            s.add_argument("--force", action="store_true",
+                           help="remove the setup even while a proxy still serves it")
     c = cmd("check", "validate FILE and summarise its rules")
     c.add_argument("--config", "-c", required=True, metavar="FILE")
     for name, what in (("status", "show counters of a running proxy"),
                        ("reload", "ask a running proxy to re-read its file")):
         s = cmd(name, what)
         g = s.add_mutually_exclusive_group()
-        g.add_argument("--config", "-c", metavar="FILE", help="take ControlSocket from FILE")
+        g.add_argument("--config", "-c", metavar="FILE",
+                       help="take ControlSocket from FILE (only that line is read)")
         g.add_argument("--socket", "-s", metavar="PATH", help="the control socket")
         if name == "status":
             s.add_argument("--json", action="store_true", help="print raw JSON")
@@ -131,8 +143,27 @@ def _setup(a: argparse.Namespace) -> int:
     if a.print_only:
         sys.stdout.write(rules.script(cmds))
         return 0
+    if a.command == "teardown" and not a.force:
+        _refuse_under_a_running_proxy(cfg.settings.control_socket)
     apply(cfg)
     return 0
+
+
+class _Refused(Exception):
+    pass
+
+
+def _refuse_under_a_running_proxy(sock: str) -> None:
+    """Teardown would leave a live proxy serving nothing (its clients time
+    out), so it refuses while one answers on the file's control socket."""
+    try:
+        st = control.probe(sock)
+    except control.ControlError as e:
+        raise _Refused(f"cannot tell whether a proxy still runs ({e}); "
+                       "stop it first, or use --force") from None  # fmt: skip
+    if st is not None:
+        raise _Refused(f"a proxy (pid {st.get('pid')}) still serves this setup on {sock}: "
+                       "stop it first (SIGTERM), or use --force")  # fmt: skip
 
 
 def _check(a: argparse.Namespace) -> int:
@@ -153,7 +184,7 @@ def _socket_path(a: argparse.Namespace) -> str:
     if a.socket:
         return str(a.socket)
     if a.config:
-        return cfgmod.load(a.config).settings.control_socket
+        return cfgmod.control_socket(a.config)
     return cfgmod.Settings().control_socket
 
 
@@ -197,11 +228,18 @@ def _status(a: argparse.Namespace) -> int:
 
 
 def _reload(a: argparse.Namespace) -> int:
-    res = control.request(_socket_path(a), "reload")
+    sock = _socket_path(a)
+    res = control.request(sock, "reload")
+    path = res.get("config")
+    if a.config and isinstance(path, str) and Path(path) != Path(a.config).absolute():
+        print(f"{PROG}: note: the proxy on {sock} reads {path}, not {a.config}", file=sys.stderr)
     if res.get("ok"):
-        print("reloaded")
+        names = res.get("rules")
+        count = len(names) if isinstance(names, list) else 0
+        print(f"reloaded {path}: {count} rule(s)")
         return 0
-    print(f"{PROG}: reload refused: {res.get('error')}", file=sys.stderr)
+    print(f"{PROG}: reload refused, the running configuration stays: {res.get('error')}",
+          file=sys.stderr)  # fmt: skip
     return 1
 
 
@@ -229,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
-    except (SetupError, control.ControlError) as e:
+    except (SetupError, control.ControlError, _Refused) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -478,3 +478,34 @@ def load(path: str | Path) -> ProxyConfig:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read: {e}", str(p)) from None
     return parse(text, str(p))
+
+
+def control_socket(path: str | Path) -> str:
+    """The ``[Proxy] ControlSocket`` of the file at ``path``, read leniently.
+
+    ``status`` and ``reload`` must reach a running proxy even while its file
+    on disk is being edited and does not parse: this reads only that one
+    setting (the first one, in the ``[Proxy]`` section) and ignores every
+    other line, valid or not.  Without the setting, the default applies.
+    Raises :class:`ConfigError` only when the file cannot be read or the
+    setting itself is not an absolute path.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read: {e}", str(p)) from None
+    section = ""
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("["):
+            section = line.strip("[]").strip().lower()
+            continue
+        key, sep, value = line.partition("=")
+        if section == "proxy" and sep and key.strip().lower() == "controlsocket":
+            value = value.strip()
+            if not value.startswith("/"):
+                why = "controlsocket: ControlSocket must be an absolute path"
+                raise ConfigError(why, str(p), n)
+            return value
+    return Settings().control_socket

@@ -19,7 +19,11 @@ MAX_REQUEST = 256
 
 
 class ControlError(RuntimeError):
-    pass
+    """The control socket could not be used; the text names the socket."""
+
+
+class NotListening(ControlError):
+    """No proxy listens on the socket (it does not exist, or nobody accepts)."""
 
 
 def _in_use(path: str) -> bool:
@@ -63,12 +67,35 @@ async def serve(path: str, handler: Handler) -> asyncio.AbstractServer:
     return server
 
 
+def probe(path: str, timeout: float = 2.0) -> dict[str, object] | None:
+    """The status of the proxy listening on ``path``, or None when none is.
+
+    "None is" means the socket does not exist or nothing accepts on it (a
+    stale socket left by a proxy that died).  Anything else, such as a proxy
+    that accepts but does not answer in time, is a :class:`ControlError`: the
+    caller cannot tell, and must not assume the proxy is gone.
+    """
+    try:
+        return request(path, "status", timeout)
+    except NotListening:
+        return None
+
+
 def request(path: str, command: str, timeout: float = 10.0) -> dict[str, object]:
-    """Send ``command`` to a running proxy and return its JSON answer."""
+    """Send ``command`` to a running proxy and return its JSON answer.
+
+    :raises NotListening: no proxy listens on ``path``.
+    :raises ControlError: any other failure.
+    """
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
-        s.connect(path)
+        try:
+            s.connect(path)
+        except FileNotFoundError:
+            raise NotListening(f"{path}: no such socket (is the proxy running?)") from None
+        except ConnectionRefusedError:
+            raise NotListening(f"{path}: nothing listens there (is the proxy running?)") from None
         s.sendall(command.encode() + b"\n")
         chunks: list[bytes] = []
         while True:
@@ -76,8 +103,6 @@ def request(path: str, command: str, timeout: float = 10.0) -> dict[str, object]
             if not b:
                 break
             chunks.append(b)
-    except FileNotFoundError:
-        raise ControlError(f"{path}: no such socket (is the proxy running?)") from None
     except OSError as e:
         raise ControlError(f"{path}: {e.strerror or e}") from None
     finally:

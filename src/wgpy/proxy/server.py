@@ -29,6 +29,7 @@ import signal
 import socket
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from wgpy.control.endpoint import Endpoint, format_endpoint
@@ -82,7 +83,7 @@ def raise_fd_limit() -> int:
 class ProxyServer:
     def __init__(self, cfg: ProxyConfig, path: str, manage_setup: bool = False) -> None:
         self.cfg = cfg
-        self.path = path
+        self.path = str(Path(path).absolute())  # reloads and status name the file fully
         self.manage_setup = manage_setup
         self.stats = Stats()
         st = cfg.settings
@@ -379,11 +380,11 @@ class ProxyServer:
                 self.stats.reload_failures += 1
                 self.stats.last_reload_error = str(e)
                 log.error("reload refused, keeping the running configuration: %s", e)
-                return {"ok": False, "error": str(e)}
+                return {"ok": False, "error": str(e), "config": self.path}
             self._swap(new)
             self.stats.reloads += 1
             log.info("reloaded %s: %d rule(s)", self.path, len(new.rules))
-            return {"ok": True, "rules": [r.name for r in new.rules]}
+            return {"ok": True, "rules": [r.name for r in new.rules], "config": self.path}
 
     @staticmethod
     def _check_fixed(old: Settings, new: Settings) -> None:
