@@ -47,17 +47,26 @@ class Topology:
         return p.returncode, p.stdout + p.stderr
 
 
-def build(lab: Lab) -> Topology:
+def hosts(lab: Lab) -> Topology:
+    """The three hosts and their links, as the README's walkthrough starts
+    from: addresses only, no routes to the published prefixes, no tunnel."""
     cli, prx, org = lab.netns("cli"), lab.netns("prx"), lab.netns("org")
     lab.veth(cli, prx, "eth0", "eth0")
     lab.veth(prx, org, "eth1", "eth0")
     lab.run(cli, "ip addr add 192.168.50.2/24 dev eth0 && ip addr add 192.168.50.3/24 dev eth0"
-                 " && ip -6 addr add fd00:50::2/64 dev eth0 nodad"
-                 " && ip route add 10.77.0.0/16 via 192.168.50.1"
-                 " && ip -6 route add fd00:77::/32 via fd00:50::1")  # fmt: skip
+                 " && ip -6 addr add fd00:50::2/64 dev eth0 nodad")  # fmt: skip
     lab.run(prx, "ip addr add 192.168.50.1/24 dev eth0 && ip -6 addr add fd00:50::1/64 dev eth0"
                  " nodad && ip addr add 192.168.60.1/24 dev eth1")  # fmt: skip
     lab.run(org, "ip addr add 192.168.60.2/24 dev eth0")
+    return Topology(lab, cli, prx, org)
+
+
+def build(lab: Lab) -> Topology:
+    """:func:`hosts`, the client's routes to the published prefixes, and the tunnel."""
+    topo = hosts(lab)
+    cli, prx, org = topo.cli, topo.prx, topo.org
+    lab.run(cli, "ip route add 10.77.0.0/16 via 192.168.50.1"
+                 " && ip -6 route add fd00:77::/32 via fd00:50::1")  # fmt: skip
     wp, wo = lab.wg_name(), lab.wg_name()
     kp, pp = _keypair(lab, "prx")
     ko, po = _keypair(lab, "org")
@@ -71,7 +80,7 @@ def build(lab: Lab) -> Topology:
                  f" && ip addr add 10.99.0.2/24 dev {wo} && ip addr add 10.99.0.3/24 dev {wo}"
                  f" && ip link set {wo} up")  # fmt: skip
     lab.run(prx, "ping -c1 -W5 10.99.0.2", timeout=15)
-    return Topology(lab, cli, prx, org)
+    return topo
 
 
 def start_origin(topo: Topology, *specs: str) -> None:
