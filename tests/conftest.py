@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from wgpy.testing.lab import IN_CI, Lab, require  # noqa: E402
+from wgpy.testing.lab import IN_CI, Lab, require
 
 __all__ = ["IN_CI", "Lab", "require"]
 

@@ -37,4 +37,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert summary["wgpyd<->wgpyd"]["peers_load_s"]["n"] == 1
     # The ping that runs through the flood (its -w once got "2.5" and never ran).
     assert summary["wgpyd<->wgpyd"]["flood_ping_ms"]["median"] > 0, doc["notes"]
+    # The flood (wgpy.testing.flood --valid) got handshakes answered: a broken
+    # flooder would otherwise only leave a note.
+    for row in ("wg-go<->wg-go", "wgpyd<->wgpyd"):
+        assert summary[row]["flood_hs_per_s"]["median"] > 0, (row, doc["notes"])
     assert not list(tmp_path.glob("labs-*")), "lab directories left behind"

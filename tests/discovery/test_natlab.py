@@ -122,7 +122,8 @@ def test_same_nat_uses_lan_candidates(nl: NatLab) -> None:
     nl.add_peer(c, a)
     nl.start_registry()
     nl.wait_registry_sees(a, c)
-    eps = nl.endpoints(nl.reg)  # type: ignore[arg-type]
+    assert nl.reg is not None
+    eps = nl.endpoints(nl.reg)
     # One NAT, two sockets on 51820: the NAT had to give them different ports.
     assert eps[a.public] != eps[c.public]
     assert eps[a.public].split(":")[0] == eps[c.public].split(":")[0] == nl.nat_public["A"]
@@ -150,7 +151,8 @@ def test_random_fully_is_reported_symmetric(nl: NatLab) -> None:
     out = nl.run(a.ns, argv)
     assert "NAT type: symmetric" in out
     # The cone side is told that its peer's mapping will not work.
-    assert "nat=symmetric" in nl.dig(nl.reg.ns, REG_PUBLIC,  # type: ignore[union-attr]
+    assert nl.reg is not None
+    assert "nat=symmetric" in nl.dig(nl.reg.ns, REG_PUBLIC,
                                      f"{b32(a.public)}._wireguard._udp.{ZONE} TXT")
     out_b = nl.run(b.ns, " ".join(nl.discover_argv(b, "--once", "--try-timeout", "1")))
     assert "NAT type: cone" in out_b

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 import dns.flags
 import dns.message
@@ -96,8 +97,8 @@ def test_key_labels_match_case_insensitively_with_or_without_padding(reg: Regist
     lambda: dns.name.from_text("x.y.wg.example."),
     lambda: NAMES.lan_instance(KA),  # no LAN candidates published
 ])
-def test_nxdomain_with_soa(reg: Registry, name: object) -> None:
-    qname = name()  # type: ignore[operator]
+def test_nxdomain_with_soa(reg: Registry, name: Callable[[], dns.name.Name]) -> None:
+    qname = name()
     r = ask(reg, qname, "SRV")
     assert r.rcode() == dns.rcode.NXDOMAIN and r.flags & dns.flags.AA
     assert rrset(r.authority, NAMES.zone, "SOA")

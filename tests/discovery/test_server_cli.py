@@ -16,6 +16,7 @@ import dns.update
 import pytest
 
 from wgpy.control.uapi import DeviceInfo, PeerInfo, UapiError
+from wgpy.control.uapi_client import UapiClient
 from wgpy.discovery.cli import registry_main
 from wgpy.discovery.records import Names
 from wgpy.discovery.registry import Registry
@@ -26,8 +27,11 @@ PRIV = bytes(range(1, 33))
 KA = bytes([7]) * 32
 
 
-class FakeUapi:
+class FakeUapi(UapiClient):
+    """A device that answers ``get`` from memory (or fails, when told to)."""
+
     def __init__(self) -> None:
+        super().__init__("wgtest-none")
         self.fail = False
         self.calls = 0
 
@@ -58,7 +62,7 @@ def test_udp_tcp_garbage_and_update_over_loopback() -> None:
         port = free_port()
         srv = RegistryServer(Registry(NAMES, ttl=3), "wgtest-none",
                              [(ipaddress.ip_address("127.0.0.1"), port)],
-                             uapi, SelfConfig(), refresh=0.0)  # type: ignore[arg-type]
+                             uapi, SelfConfig(), refresh=0.0)
         await srv.start()
         try:
             q = dns.message.make_query(NAMES.instance(KA), "SRV")

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -21,12 +22,13 @@ pytestmark = pytest.mark.netns
 PAIRS = [("wgpyd", "wireguard-go"), ("wgpyd", "wgpyd")]
 
 
-def tunnel(lab: Lab, impl_a: str, impl_b: str, **kw: object) -> tuple[WgNode, WgNode]:
+def tunnel(lab: Lab, impl_a: str, impl_b: str,
+           psk: Path | None = None) -> tuple[WgNode, WgNode]:
     a_ns, b_ns = two_hosts(lab)
     a = start(lab, a_ns, impl_a, "10.99.0.1/24", "fd00:99::1/64")
     b = start(lab, b_ns, impl_b, "10.99.0.2/24", "fd00:99::2/64")
     connect(a, b, "10.99.0.1/32,fd00:99::1/128", "10.99.0.2/32,fd00:99::2/128",
-            "10.77.0.1:51820", "10.77.0.2:51820", **kw)  # type: ignore[arg-type]
+            "10.77.0.1:51820", "10.77.0.2:51820", psk=psk)
     return a, b
 
 

@@ -221,7 +221,9 @@ def test_round_robin_and_dead_origin_taken_out(env: Env) -> None:
     for _ in range(6):
         rc, out = env.topo.curl(f"http://{v4('10.77.0', 193, 223)}:{rng.randrange(1000, 2000)}/")
         assert rc == 0, out  # the dead origin is skipped, never surfaced
-        seen.append(re.search(r"origin=(\w)", out).group(1))  # type: ignore[union-attr]
+        m = re.search(r"origin=(\w)", out)
+        assert m, out
+        seen.append(m.group(1))
     assert set(seen) == {"A", "B"}, seen
 
     def dead_down() -> bool:

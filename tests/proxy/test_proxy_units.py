@@ -110,10 +110,15 @@ HealthPort = 9
 
 def test_first_matching_rule_by_protocol_prefix_and_port() -> None:
     r = Router(parse(CONF), HealthBook())
-    assert r.match("tcp", ip("10.77.0.9"), 80).name == "web"  # type: ignore[union-attr]
-    assert r.match("tcp", ip("fd00:77::9"), 443).name == "web"  # type: ignore[union-attr]
-    assert r.match("tcp", ip("10.77.0.9"), 81).name == "rest"  # type: ignore[union-attr]
-    assert r.match("udp", ip("10.77.0.9"), 80).name == "rest"  # type: ignore[union-attr]
+
+    def rule(protocol: str, dst: str, port: int) -> str | None:
+        found = r.match(protocol, ip(dst), port)
+        return found.name if found else None
+
+    assert rule("tcp", "10.77.0.9", 80) == "web"
+    assert rule("tcp", "fd00:77::9", 443) == "web"
+    assert rule("tcp", "10.77.0.9", 81) == "rest"
+    assert rule("udp", "10.77.0.9", 80) == "rest"
     assert r.match("tcp", ip("10.78.0.1"), 80) is None
     assert r.match("udp", ip("fd00:77::9"), 80) is None
 

@@ -11,6 +11,7 @@ Two sources of devices:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -242,8 +243,8 @@ def test_all_and_interfaces(pair: tuple[Dev, Dev]) -> None:
     # Other tests' sockets come and go in the same directory: compare with retries.
     a, b = pair
     for args in (("show", "interfaces"), ("show", "all", "public-key"), ("show", "all", "peers")):
-        eventually_equal(lambda args=args: _run(a, "wg", *args),  # type: ignore[misc]
-                         lambda args=args: _run(a, "wgpy", *args))  # type: ignore[misc]
+        eventually_equal(functools.partial(_run, a, "wg", *args),
+                         functools.partial(_run, a, "wgpy", *args))
     _, out, _ = a.wgpy("show", "interfaces")
     assert a.name in out.split() and b.name in out.split()
     rc, out, _ = a.wgpy()  # no arguments: show

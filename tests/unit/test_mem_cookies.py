@@ -31,12 +31,9 @@ from wgpy.testing.memnet import (
     Node,
     p4,
     pair,
+    peer_of,
     wires,
 )
-
-
-def peer_of(node: Node, other: Node):  # type: ignore[no-untyped-def]
-    return node.device.peers[other.public]
 
 
 def drops(node: Node, reason: DropReason) -> int:
@@ -259,8 +256,7 @@ def _fresh_initiation(net: MemNet, a: Node, b: Node, wall: float) -> bytes:
     index = dev.allocate_index(pa, None)
     msg = noise.create_initiation(dev.identity, pa.handshake, index, dev.rng, wall)
     assert msg is not None
-    data: bytes = pa.cookies.add_macs(msg.pack(), net.now)
-    return data
+    return pa.cookies.add_macs(msg.pack(), net.now)
 
 
 def test_initiation_flood_guard_20ms() -> None:

@@ -29,6 +29,7 @@ from wgpy.testing.memnet import (
     ipv6_packet,
     p4,
     pair,
+    peer_of,
     wires,
 )
 
@@ -43,10 +44,6 @@ def establish(net: MemNet, a: Node, b: Node) -> None:
 
 def drops(node: Node, reason: DropReason) -> int:
     return node.device.stats.drops[reason]
-
-
-def peer_of(node: Node, other: Node):  # type: ignore[no-untyped-def]
-    return node.device.peers[other.public]
 
 
 # -- handshakes and data ---------------------------------------------------------

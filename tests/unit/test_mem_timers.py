@@ -27,6 +27,7 @@ from wgpy.testing.memnet import (
     Node,
     p4,
     pair,
+    peer_of,
     wires,
 )
 
@@ -38,10 +39,6 @@ def establish(net: MemNet, a: Node, b: Node) -> None:
     net.send(a, pkt)
     net.deliver()
     assert b.delivered[-1] == pkt
-
-
-def peer_of(node: Node, other: Node):  # type: ignore[no-untyped-def]
-    return node.device.peers[other.public]
 
 
 def keepalives(net: MemNet, node: Node) -> list[float]:
@@ -109,6 +106,7 @@ def test_rekey_after_messages(sender: str) -> None:
     node, other = (a, b) if sender == "a" else (b, a)
     src, dst = (A_IP4, B_IP4) if sender == "a" else (B_IP4, A_IP4)
     kp = peer_of(node, other).keypairs.current
+    assert kp is not None
     kp.send_counter = REKEY_AFTER_MESSAGES - 1
     net.send(node, p4(src, dst, 5))
     # The next counter to use is 2^60: not yet past REKEY_AFTER_MESSAGES.
@@ -128,6 +126,7 @@ def test_reject_after_messages() -> None:
     net.advance(REKEY_TIMEOUT + 1)
     pa = peer_of(a, b)
     kp = pa.keypairs.current
+    assert kp is not None
     # A counter of REJECT_AFTER_MESSAGES is refused by the receiver...
     kp.send_counter = REJECT_AFTER_MESSAGES
     forged = pa._encrypt(kp, p4(A_IP4, B_IP4, 7))
@@ -141,6 +140,7 @@ def test_reject_after_messages() -> None:
     assert b.delivered[-1] == p4(A_IP4, B_IP4, 8)
     # The last usable counter is REJECT_AFTER_MESSAGES - 1.
     kp2 = pa.keypairs.current
+    assert kp2 is not None
     kp2.send_counter = REJECT_AFTER_MESSAGES - 1
     net.send(a, p4(A_IP4, B_IP4, 9))
     assert net.in_flight[0].data[0] == DATA
@@ -312,6 +312,7 @@ def test_persistent_keepalive_keeps_a_session_alive() -> None:
     # Rekeyed along the way (the keepalives are sends with an aging key).
     assert a.device.stats.handshakes_completed >= 4
     kp = pa.keypairs.current
+    assert kp is not None
     assert kp is not None and net.now - kp.created < REKEY_AFTER_TIME + 25 + 1
 
 
@@ -359,6 +360,7 @@ def test_flushing_staged_packets_never_passes_reject_after_messages() -> None:
     net.advance(REKEY_TIMEOUT + 1)
     pa = peer_of(a, b)
     kp = pa.keypairs.current
+    assert kp is not None
     pkts = [p4(A_IP4, B_IP4, 10 + i) for i in range(4)]
     pa.staged.extend(pkts)
     kp.send_counter = REJECT_AFTER_MESSAGES - 2

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -46,7 +48,7 @@ def _mac1(receiver_public: bytes, covered: bytes) -> bytes:
     return hashlib.blake2s(covered, key=key, digest_size=16).digest()
 
 
-def _fixed(value: bytes):  # type: ignore[no-untyped-def]
+def _fixed(value: bytes) -> Callable[[int], bytes]:
     return lambda n: value[:n]
 
 
@@ -61,7 +63,7 @@ def _our_initiation(psk: bytes) -> tuple[noise.StaticIdentity, noise.Handshake, 
     return ident, hs, data
 
 
-def _noise(initiator: bool, psk: bytes, eph: bytes):  # type: ignore[no-untyped-def]
+def _noise(initiator: bool, psk: bytes, eph: bytes) -> Any:  # noiseprotocol is untyped
     conn_mod = pytest.importorskip("noise.connection")
     conn = conn_mod.NoiseConnection.from_name(NAME)
     if initiator:

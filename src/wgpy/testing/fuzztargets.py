@@ -28,8 +28,10 @@ import copy
 import ipaddress
 import socket
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+from unittest import mock
 
 from wgpy.control import uapi
 from wgpy.control.apply import apply_set
@@ -51,17 +53,20 @@ from wgpy.testing.memnet import (
     pair,
 )
 
-_real_getaddrinfo = socket.getaddrinfo
+if TYPE_CHECKING:
+    from wgpy.discovery.registry import Registry, Snapshot
 
 
-def _numeric_getaddrinfo(host: Any, port: Any, family: int = 0, type: int = 0,
-                         proto: int = 0, flags: int = 0) -> Any:
-    """getaddrinfo that never resolves a name (no DNS traffic while fuzzing)."""
-    return _real_getaddrinfo(host, port, family, type, proto,
-                             flags | socket.AI_NUMERICHOST | socket.AI_NUMERICSERV)
+def _numeric_names_only() -> AbstractContextManager[object]:
+    """Meanwhile getaddrinfo resolves no names: no DNS traffic while fuzzing."""
+    real = socket.getaddrinfo
 
+    def numeric(host: bytes | str | None, port: bytes | str | int | None, family: int = 0,
+                type: int = 0, proto: int = 0, flags: int = 0) -> object:
+        return real(host, port, family, type, proto,
+                    flags | socket.AI_NUMERICHOST | socket.AI_NUMERICSERV)
 
-socket.getaddrinfo = _numeric_getaddrinfo
+    return mock.patch.object(socket, "getaddrinfo", numeric)
 
 
 # -- messages ---------------------------------------------------------------
@@ -223,17 +228,18 @@ def fuzz_config(data: bytes) -> None:
     from wgpy.control import config
 
     text = _text(data)
-    try:
-        dev = config.parse_config(text, "fuzz.conf")
-    except ConfigError:
-        dev = None
-    if dev is not None:
-        lines = config.to_uapi(dev)
-        uapi.parse_set(lines)  # what the parser accepts, the device must accept
-    try:
-        config.parse_quick_config(text, Path("/nonexistent/fuzz.conf"), "wgfuzz0")
-    except ConfigError:
-        pass
+    with _numeric_names_only():
+        try:
+            dev = config.parse_config(text, "fuzz.conf")
+        except ConfigError:
+            dev = None
+        if dev is not None:
+            lines = config.to_uapi(dev)
+            uapi.parse_set(lines)  # what the parser accepts, the device must accept
+        try:
+            config.parse_quick_config(text, Path("/nonexistent/fuzz.conf"), "wgfuzz0")
+        except ConfigError:
+            pass
 
 
 def fuzz_registry(data: bytes) -> None:
@@ -258,7 +264,7 @@ def fuzz_registry(data: bytes) -> None:
     assert out is None or isinstance(out, bytes)
 
 
-_registry: Any = None
+_registry: tuple[Registry, Snapshot] | None = None
 
 
 def fuzz_proxy_config(data: bytes) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from wgpy.protocol import Device, HandshakeKeys, LogEvent, SendDatagram, WriteTun, messages
 from wgpy.protocol.crypto import clamp, public_key
 from wgpy.protocol.events import Action, Endpoint, SendBatch
+from wgpy.protocol.peer import Peer
 
 
 def seeded_rng(seed: int) -> Callable[[int], bytes]:
@@ -53,6 +54,11 @@ class Node:
     delivered: list[bytes] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
     keys: list[HandshakeKeys] = field(default_factory=list)
+
+
+def peer_of(node: Node, other: Node) -> Peer:
+    """``node``'s peer entry for ``other``."""
+    return node.device.peers[other.public]
 
 
 @dataclass

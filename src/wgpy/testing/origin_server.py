@@ -17,8 +17,9 @@ import functools
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from typing import cast
 
-from wgpy.proxy import proxyproto  # noqa: E402
+from wgpy.proxy import proxyproto
 
 
 async def read_header(reader: asyncio.StreamReader) -> tuple[str, str, bytes]:
@@ -78,7 +79,9 @@ class Udp(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A datagram endpoint's transport has DatagramTransport's methods, but
+        # asyncio's class does not derive from it: an isinstance check fails.
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         client = f"{addr[0]}:{addr[1]}"
