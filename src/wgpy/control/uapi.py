@@ -10,12 +10,19 @@ This module is the codec, sans I/O: ``DeviceInfo`` <-> get text, and set
 lines -> a validated ``SetRequest``.  The blocking client is
 ``control.uapi_client``; the server is ``io.uapi_server`` (framing) and the
 daemon's driver, which owns the state a set changes (``control.apply``).
+
+Error texts go to the daemon's log and to users' terminals, so they never
+quote what may be a secret: a line without ``=`` (it may be a bare key), a
+key name or value with a run of key-like characters (``shown``), or any
+value of ``private_key``/``preshared_key``.  Only the errno goes back on the
+socket.
 """
 
 from __future__ import annotations
 
 import errno as errno_mod
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,7 +108,7 @@ def parse_get(text: str) -> DeviceInfo:
             continue
         key, sep, value = raw.partition("=")
         if not sep:
-            raise UapiProtocolError(f"line without '=': {raw!r}")
+            raise UapiProtocolError(f"a reply line without '=' ({len(raw)} characters)")
         try:
             if key == "errno":
                 if int(value) != 0:
@@ -135,8 +142,10 @@ def parse_get(text: str) -> DeviceInfo:
                 peer.persistent_keepalive_interval = int(value)
             elif key == "allowed_ip":
                 peer.allowed_ips.append(value)
-        except ValueError as e:
-            raise UapiProtocolError(f"bad value in {raw!r}: {e}") from e
+        except ValueError:
+            # Neither the line nor ValueError's text (int() quotes its input):
+            # the value may be a key.
+            raise UapiProtocolError(f"a reply has a bad value for {shown(key)}") from None
     return info
 
 
@@ -175,22 +184,26 @@ class SetRequest:
     peers: list[PeerChange] = field(default_factory=list)
 
 
-# Error texts are logged by the daemon and read by whoever runs ``wg``: they
-# never echo a whole line (it may hold a key), only a named key and a
-# bounded piece of a value that is not secret.
-_SHOWN = 64
+# A run of base64 or hex characters as long as a key's: 32 bytes are 43-44
+# base64 or 64 hex characters; 32 leaves room for a mangled or cut one.
+_KEY_LIKE = re.compile(r"[A-Za-z0-9+/]{32,}")
+SHOWN_MAX = 64
 
 
-def _shown_key(key: str) -> str:
-    """A key name fit to print: an identifier of sane length, else nothing."""
-    if len(key) <= 32 and key.replace("_", "").isalnum() and key.isascii():
-        return key
-    return "(not shown)"
+def shown(text: str) -> str:
+    """``text`` as an error message may quote it: repr'd and cut at SHOWN_MAX
+    characters, or not at all when it has a run of characters that may be a key
+    (a key pasted where a port, an address or a key name belongs)."""
+    if _KEY_LIKE.search(text):
+        return f"({len(text)} characters not shown: they may hold a key)"
+    if len(text) > SHOWN_MAX:
+        return repr(text[:SHOWN_MAX]) + f"... ({len(text)} characters)"
+    return repr(text)
 
 
 def _bool_true(key: str, value: str) -> bool:
     if value != "true":
-        raise UapiError(EINVAL, f"failed to set {key}, invalid value: {value[:16]!r}")
+        raise UapiError(EINVAL, f"failed to set {key}, invalid value: {shown(value)}")
     return True
 
 
@@ -198,10 +211,10 @@ def _uint(key: str, value: str, bits: int) -> int:
     # isdigit() alone admits "²" and other Unicode digits int() refuses.
     # A length bound first: int() refuses strings of over 4,300 digits.
     if not (value.isascii() and value.isdigit()) or len(value) > 20:
-        raise UapiError(EINVAL, f"invalid {key}: {value[:_SHOWN]!r}")
+        raise UapiError(EINVAL, f"invalid {key}: {shown(value)}")
     n = int(value)
     if n >= 1 << bits:
-        raise UapiError(EINVAL, f"invalid {key}: {value!r} out of range")
+        raise UapiError(EINVAL, f"invalid {key}: {shown(value)} out of range")
     return n
 
 
@@ -216,72 +229,81 @@ def _key(key: str, value: str) -> bytes:
 def parse_set(lines: list[str]) -> SetRequest:
     """Parse the lines of a set request (without ``set=1`` and the blank line).
 
-    Raises ``UapiError`` with wireguard-go's errno for the first bad line;
-    nothing has been applied at that point, which is what makes a set
-    all-or-nothing.
+    Raises ``UapiError`` with wireguard-go's errno for the first bad line,
+    its message naming the line by number (1 is the line after ``set=1``)
+    and quoting nothing that may be a secret; nothing has been applied at
+    that point, which is what makes a set all-or-nothing.
     """
     req = SetRequest()
     peer: PeerChange | None = None
-    for line in lines:
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise UapiError(EPROTO, "failed to parse a line without '=' (not shown)")
-        if key == "public_key":
-            peer = PeerChange(public_key=_key(key, value))
-            req.peers.append(peer)
-            continue
-        if peer is None:
-            if key == "private_key":
-                k = _key(key, value)
-                req.private_key = None if k == ZERO_KEY else k
-                req.private_key_set = True
-            elif key == "listen_port":
-                req.listen_port = _uint(key, value, 16)
-            elif key == "fwmark":
-                req.fwmark = _uint(key, value, 32) if value else 0
-            elif key == "replace_peers":
-                req.replace_peers = _bool_true(key, value)
-            else:
-                raise UapiError(EINVAL, f"invalid UAPI device key: {_shown_key(key)}")
-            continue
-        if key == "update_only":
-            peer.update_only = _bool_true(key, value)
-        elif key == "remove":
-            peer.remove = _bool_true(key, value)
-        elif key == "preshared_key":
-            peer.preshared_key = _key(key, value)
-        elif key == "endpoint":
-            try:
-                peer.endpoint = parse_endpoint(value)
-            except ValueError:
-                raise UapiError(EINVAL, f"failed to set endpoint {value[:_SHOWN]!r}") from None
-        elif key == "persistent_keepalive_interval":
-            peer.persistent_keepalive_interval = _uint(key, value, 16)
-        elif key == "replace_allowed_ips":
-            peer.replace_allowed_ips = _bool_true(key, value)
-            peer.allowed_ips.clear()
-            peer.removed_ips.clear()
-        elif key == "allowed_ip":
-            # "-PREFIX" removes one (wireguard-tools' ``allowed-ips -PREFIX``).
-            remove = value.startswith("-")
-            try:
-                net = ipaddress.ip_network(value[1:] if remove else value, strict=False)
-            except ValueError:
-                raise UapiError(
-                    EINVAL, f"failed to set allowed ip: {value[:_SHOWN]!r}"
-                ) from None
-            if remove:
-                if net in peer.allowed_ips:
-                    peer.allowed_ips.remove(net)
-                peer.removed_ips.append(net)
-            else:
-                peer.allowed_ips.append(net)
-        elif key == "protocol_version":
-            if value != "1":
-                raise UapiError(EINVAL, f"invalid protocol version: {value[:16]!r}")
-        else:
-            raise UapiError(EINVAL, f"invalid UAPI peer key: {_shown_key(key)}")
+    for lineno, line in enumerate(lines, 1):
+        try:
+            peer = _set_line(req, peer, line)
+        except UapiError as e:
+            raise UapiError(e.errno, f"line {lineno}: {e}") from None
     return req
+
+
+def _set_line(req: SetRequest, peer: PeerChange | None, line: str) -> PeerChange | None:
+    """Apply one line to ``req``; returns the peer that following lines are about."""
+    key, sep, value = line.partition("=")
+    if not sep:
+        # wireguard-go quotes the line here; it may be a bare key.
+        raise UapiError(EPROTO, f"no '=' in a line of {len(line)} characters (not shown)")
+    if key == "public_key":
+        peer = PeerChange(public_key=_key(key, value))
+        req.peers.append(peer)
+        return peer
+    if peer is None:
+        if key == "private_key":
+            k = _key(key, value)
+            req.private_key = None if k == ZERO_KEY else k
+            req.private_key_set = True
+        elif key == "listen_port":
+            req.listen_port = _uint(key, value, 16)
+        elif key == "fwmark":
+            req.fwmark = _uint(key, value, 32) if value else 0
+        elif key == "replace_peers":
+            req.replace_peers = _bool_true(key, value)
+        else:
+            raise UapiError(EINVAL, f"invalid UAPI device key: {shown(key)}")
+        return None
+    if key == "update_only":
+        peer.update_only = _bool_true(key, value)
+    elif key == "remove":
+        peer.remove = _bool_true(key, value)
+    elif key == "preshared_key":
+        peer.preshared_key = _key(key, value)
+    elif key == "endpoint":
+        try:
+            peer.endpoint = parse_endpoint(value)
+        except ValueError:
+            raise UapiError(EINVAL, f"failed to set endpoint {shown(value)}") from None
+    elif key == "persistent_keepalive_interval":
+        peer.persistent_keepalive_interval = _uint(key, value, 16)
+    elif key == "replace_allowed_ips":
+        peer.replace_allowed_ips = _bool_true(key, value)
+        peer.allowed_ips.clear()
+        peer.removed_ips.clear()
+    elif key == "allowed_ip":
+        # "-PREFIX" removes one (wireguard-tools' ``allowed-ips -PREFIX``).
+        remove = value.startswith("-")
+        try:
+            net = ipaddress.ip_network(value[1:] if remove else value, strict=False)
+        except ValueError:
+            raise UapiError(EINVAL, f"failed to set allowed ip: {shown(value)}") from None
+        if remove:
+            if net in peer.allowed_ips:
+                peer.allowed_ips.remove(net)
+            peer.removed_ips.append(net)
+        else:
+            peer.allowed_ips.append(net)
+    elif key == "protocol_version":
+        if value != "1":
+            raise UapiError(EINVAL, f"invalid protocol version: {shown(value)}")
+    else:
+        raise UapiError(EINVAL, f"invalid UAPI peer key: {shown(key)}")
+    return peer
 
 
 def socket_path(interface: str, directory: Path = SOCKET_DIR) -> Path:
