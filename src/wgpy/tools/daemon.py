@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     path = socket_path(name)
     if uapi_fd is not None:
         try:
-            uapi_sock = adopt_listener(uapi_fd)
+            uapi_sock, _ = adopt_listener(uapi_fd)
         except OSError as e:
             return fail(f"WG_UAPI_FD={uapi_fd}: {e.strerror}")
     else:
