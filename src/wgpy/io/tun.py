@@ -5,10 +5,14 @@ is opened with ``IFF_VNET_HDR`` and told with
 ``TUNSETOFFLOAD`` that we take checksum offload, TSO4/TSO6 and (if the
 kernel knows it) USO: every read and write then carries a 10-byte
 ``virtio_net_hdr`` and reads may be 64 KB super-segments (``io.offload``).
+
+A TUN a launcher opened (``WG_TUN_FD``) is taken as it is (``Tun.from_fd``):
+its flags, not ``WGPY_DATAPATH``, say whether the vnet header is on.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
@@ -18,6 +22,7 @@ from pathlib import Path
 TUNSETIFF = 0x400454CA
 TUNGETIFF = 0x800454D2
 IFF_TUN = 0x0001
+IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 TUNSETOFFLOAD = 0x400454D0
@@ -99,21 +104,38 @@ class Tun:
         return tun
 
     @classmethod
-    def from_fd(cls, fd: int) -> Tun:
-        """A TUN opened by someone else and passed to us (``WG_TUN_FD``, as
-        wireguard-go takes it): its name and whether it carries vnet headers
-        come from the device itself."""
+    def from_fd(cls, fd: int, mtu: int) -> Tun:
+        """The TUN interface open on ``fd``, passed by a launcher (``WG_TUN_FD``),
+        as wireguard-go's ``CreateTUNFromFile`` takes it: the name and flags come
+        from ``TUNGETIFF``; with ``IFF_VNET_HDR`` set (by the launcher, whatever
+        ``WGPY_DATAPATH`` says) the offloads are turned on as for one we create;
+        the MTU is set to ``mtu`` if it differs; the fd is made non-blocking and
+        close-on-exec.
+
+        :raises TunError: ``fd`` is not an attached ``IFF_TUN | IFF_NO_PI`` device.
+        """
         try:
-            res = fcntl.ioctl(fd, TUNGETIFF, struct.pack("16sH22x", b"", 0))
+            res = fcntl.ioctl(fd, TUNGETIFF, bytes(40))  # struct ifreq
         except OSError as e:
-            raise TunError(f"WG_TUN_FD={fd} is not a TUN device: {e.strerror}") from e
-        name = res[:IFNAMSIZ].rstrip(b"\0").decode()
-        flags = struct.unpack_from("H", res, IFNAMSIZ)[0]
-        if not flags & IFF_TUN or not flags & IFF_NO_PI:
-            raise TunError(f"WG_TUN_FD={fd} ({name}) is not an IFF_TUN | IFF_NO_PI device")
+            if e.errno == errno.EBADF:
+                raise TunError(f"file descriptor {fd}: {e.strerror}") from None
+            raise TunError(f"file descriptor {fd} is not a TUN interface: {e.strerror}") from None
+        name = res[:IFNAMSIZ].rstrip(b"\0").decode(errors="replace")
+        flags: int = struct.unpack_from("H", res, IFNAMSIZ)[0]
+        if flags & (IFF_TUN | IFF_TAP) != IFF_TUN:
+            raise TunError(f"{name} (file descriptor {fd}) is a TAP, not a TUN interface")
+        if not flags & IFF_NO_PI:
+            raise TunError(f"{name} (file descriptor {fd}) was opened without IFF_NO_PI")
         vnet = bool(flags & IFF_VNET_HDR)
+        tun = cls(fd, name, vnet, _set_offload(fd) if vnet else 0)
+        try:
+            if tun.mtu() != mtu:
+                tun.set_mtu(mtu)
+        except OSError as e:
+            raise TunError(f"cannot set the MTU of {name}: {e.strerror}") from None
         os.set_blocking(fd, False)
-        return cls(fd, name, vnet, _set_offload(fd) if vnet else 0)
+        os.set_inheritable(fd, False)
+        return tun
 
     def _ifreq_ioctl(self, request: int, value: int = 0) -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
