@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -365,3 +367,59 @@ def test_adopt_takes_a_listening_unix_socket_and_says_what_else_is_wrong(
             s.close()
         os.close(r)
         os.close(w)
+
+
+# -- out of descriptors ---------------------------------------------------------
+
+_EMFILE_CHILD = """
+import os, resource, sys, time
+from pathlib import Path
+from wgpy.io.loop import EventLoop
+from wgpy.io.uapi_server import UapiServer, listen
+
+tmp = Path(sys.argv[1])
+loop = EventLoop()
+lsock = listen("e", tmp)
+server = UapiServer(loop, lsock, lambda op, lines: "errno=0\\n\\n")
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+filler = []
+try:
+    while True:
+        filler.append(os.open(os.devnull, os.O_RDONLY))  # every descriptor taken
+except OSError:
+    pass
+print("full", flush=True)
+cpu0 = time.process_time()
+
+def free_one():
+    print(f"cpu {time.process_time() - cpu0:.3f}", flush=True)
+    os.close(filler.pop())
+
+loop.call_later(1.0, free_one)
+loop.call_later(10, loop.stop)  # the test kills it sooner
+loop.run()
+"""
+
+
+def test_out_of_descriptors_with_no_client_to_close_waits_without_spinning(
+    tmp_path: Path,
+) -> None:
+    """EMFILE on accept with no connection of ours to close: the listener is set
+    aside and retried, not polled in a busy loop (it stays readable), and the
+    waiting client is served once a descriptor is free."""
+    child = subprocess.Popen([sys.executable, "-c", _EMFILE_CHILD, str(tmp_path)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "full"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.settimeout(10)
+            c.connect(str(tmp_path / "e.sock"))  # queued by the kernel
+            c.sendall(b"get=1\n\n")
+            cpu = float(child.stdout.readline().split()[1])
+            assert read_reply(c) == b"errno=0\n\n"  # served once an fd was free
+        assert cpu < 0.3, f"{cpu:.3f} s of CPU in 1 s out of descriptors"
+    finally:
+        child.kill()
+        child.wait(5)
