@@ -69,7 +69,6 @@ class Driver:
         logger: Logger,
         keylog: KeyLog | None = None,
         busy_poll: float = 0.0,
-        owns_uapi_path: bool = True,
     ) -> None:
         self.device = device
         self.tun = tun
@@ -86,13 +85,7 @@ class Driver:
         self._timer_at: float | None = None
         self._stopping = False
         self._loop = EventLoop(on_error=logger.error, busy_poll=busy_poll)
-        self._owns_uapi_path = owns_uapi_path
-        # wireguard-go exits when its socket file is removed; one that does not
-        # exist (a launcher's unnamed socket) is not watched.
-        try:
-            self._uapi_ino: int | None = os.stat(uapi_path).st_ino
-        except FileNotFoundError:
-            self._uapi_ino = None
+        self._uapi_ino = os.stat(uapi_path).st_ino
         # The data path (io/offload.py, io/batch.py): with the TUN's vnet header,
         # TSO/USO super-segments and UDP GSO/GRO; without it, plain batches.
         self.mode = "offload" if tun.vnet_hdr else "batch"
@@ -149,10 +142,9 @@ class Driver:
         self.device.remove_all_peers()
         self.bind.close()
         self.tun.close()  # a non-persistent TUN disappears with its last fd
-        if self._owns_uapi_path:
-            with contextlib.suppress(FileNotFoundError):
-                if os.stat(self.uapi_path).st_ino == self._uapi_ino:
-                    self.uapi_path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(self.uapi_path).st_ino == self._uapi_ino:
+                self.uapi_path.unlink()
         if self.keylog is not None:
             self.keylog.close()
 
@@ -168,14 +160,13 @@ class Driver:
     def _watch_socket(self) -> None:
         # wireguard-go exits when its UAPI socket is removed; so do we.  The
         # same slow timer keeps the core's MTU in step with the interface.
-        if self._uapi_ino is not None:
-            try:
-                ino = os.stat(self.uapi_path).st_ino
-            except FileNotFoundError:
-                ino = -1
-            if ino != self._uapi_ino:
-                self.stop("UAPI socket removed")
-                return
+        try:
+            ino = os.stat(self.uapi_path).st_ino
+        except FileNotFoundError:
+            ino = -1
+        if ino != self._uapi_ino:
+            self.stop("UAPI socket removed")
+            return
         # Padding must follow the interface MTU that ip/wg-quick may change.
         with contextlib.suppress(OSError):
             self.device.mtu = self.tun.mtu()
