@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import struct
 import subprocess
@@ -61,7 +60,7 @@ def test_udp_tcp_garbage_and_update_over_loopback() -> None:
         uapi = FakeUapi()
         port = free_port()
         srv = RegistryServer(Registry(NAMES, ttl=3), "wgtest-none",
-                             [(ipaddress.ip_address("127.0.0.1"), port)],
+                             [("127.0.0.1", port)],
                              uapi, SelfConfig(), refresh=0.0)
         await srv.start()
         try:
