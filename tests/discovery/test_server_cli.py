@@ -114,6 +114,8 @@ def test_help_reads_like_a_man_page(cmd: str) -> None:
     assert p.returncode == 0
     for word in ("usage: wgpy " + cmd, "examples:", "exit status:", "--interface", "--zone"):
         assert word in p.stdout
+    # Both stay in the foreground (what a service manager wants) and say so.
+    assert "runs in the foreground" in p.stdout or "keeps running in the foreground" in p.stdout
 
 
 @pytest.mark.parametrize("args,needle", [

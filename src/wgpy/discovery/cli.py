@@ -45,6 +45,10 @@ records (B32 is a public key in base32, matched case-insensitively):
 LAN candidate updates (RFC 2136) are accepted only over UDP, only when they
 arrive on INTERFACE, and only for the key whose allowed IPs hold the update's
 source address: WireGuard's own authentication is the credential.
+
+The registry runs in the foreground and logs to stderr until SIGINT or
+SIGTERM, as a service manager (systemd, runit, s6) expects; in a shell, put
+it in the background with `&`.
 """
 
 REGISTRY_EPILOG = """\
@@ -76,6 +80,12 @@ symmetric (a mapping per destination), in which case the published mapping
 cannot work for other peers.
 
 The peer whose allowed IPs hold the registry address is never changed.
+
+Without --once, discover keeps running in the foreground, looking up again
+every --interval seconds and logging to stderr, until SIGINT or SIGTERM, as a
+service manager (systemd, runit, s6) expects; in a shell, put it in the
+background with `&`.  With --once it does one pass and prints a summary on
+stdout, for cron.
 """
 
 DISCOVER_EPILOG = """\
@@ -277,7 +287,8 @@ def discover_parser() -> argparse.ArgumentParser:
                       help="look up, set, wait for the tries to settle, print a summary and "
                            "exit (for cron, like wgsd-client)")
     mode.add_argument("--interval", type=_nonneg_float, default=15.0, metavar="SECONDS",
-                      help="run as a daemon, looking up again this often (default 15)")
+                      help="keep running (in the foreground), looking up again this often "
+                           "(default 15)")
     p.add_argument("--mesh", action="store_true",
                    help="also add peers the registry lists that INTERFACE does not have, "
                         "with the allowed IPs from their TXT records (never ones that overlap "
@@ -303,7 +314,7 @@ def discover_parser() -> argparse.ArgumentParser:
 
 
 def discover_main(argv: Sequence[str]) -> int:
-    """``wgpy discover ARGS``: set peer endpoints from the registry, once or as a daemon."""
+    """``wgpy discover ARGS``: set peer endpoints from the registry, once or until a signal."""
     args = discover_parser().parse_args(list(argv))
     _logging(args.verbose, args.quiet, "wgpy discover")
     opts = DiscoverOptions(
