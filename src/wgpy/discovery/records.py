@@ -41,7 +41,6 @@ import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
 import dns.rdtypes.IN.SRV
 
-from wgpy.control.keys import Key
 from wgpy.protocol.constants import KEY_LEN
 from wgpy.protocol.events import Endpoint
 
@@ -229,7 +228,8 @@ def address_type(ip: IPAddress) -> dns.rdatatype.RdataType:
 
 def peer_txt(key: bytes, allowed: Iterable[str], nat: NatKind | None) -> list[str]:
     """The strings of a peer's service-instance TXT record (wgsd's, plus ``nat``)."""
-    out = [f"txtvers={TXT_VERSION}", f"pub={Key(key).to_base64()}", f"allowed={','.join(allowed)}"]
+    pub = base64.b64encode(key).decode("ascii")  # as wg(8) prints it
+    out = [f"txtvers={TXT_VERSION}", f"pub={pub}", f"allowed={','.join(allowed)}"]
     if nat is not None:
         out.append(f"nat={nat.value}")
     return out
