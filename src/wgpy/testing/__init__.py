@@ -7,9 +7,7 @@
 - ``flood``: the handshake flooder, run in an attacker's namespace;
 - ``natlab``, ``proxylab``: the NAT-traversal and proxy topologies;
 - ``origin_server``, ``many_clients``: programs the proxy lab runs;
-- ``fuzztargets``: the fuzz targets of ``tests/fuzz``;
-- ``docblocks``: the fenced blocks of README.md and docs/, for the tests
-  that run a walkthrough as written.
+- ``fuzztargets``: the fuzz targets of ``tests/fuzz``.
 
 Nothing in the rest of ``wgpy`` imports this package (an import-linter
 contract checks it).

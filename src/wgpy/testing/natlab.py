@@ -23,11 +23,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from wgpy.testing.docblocks import blocks, repo_file
 from wgpy.testing.lab import Lab, device_under_test
 from wgpy.testing.nodes import launch
+from wgpy.testing.walkthrough import README, extract
 
 DEVICE = device_under_test()
+NAT_LAB_PAGE = README.parent / "docs" / "nat-lab.md"
+HOME_ROUTER = "Make the NAT routers behave like home routers"  # the page's heading
 ZONE = "wg.test"
 REG_PUBLIC = "10.200.0.2"
 REG_TUNNEL = "10.99.0.254"
@@ -42,10 +44,12 @@ def home_router(random_fully: bool = False) -> str:
 
     :raises ValueError: when the page no longer has exactly one such block.
     """
-    page = repo_file("docs/nat-lab.md")
-    found = [b for b in blocks(page) if b.lang == "sh" and b.hosts == ["nat-a", "nat-b"]]
+    page = NAT_LAB_PAGE
+    found = [b for b in extract(page.read_text(), HOME_ROUTER)
+             if b.lang == "sh" and b.hosts == ("nat-a", "nat-b")]
     if len(found) != 1:
-        raise ValueError(f"{page}: expected one '# on nat-a and nat-b' block, found {len(found)}")
+        raise ValueError(f"{page}: expected one '# on nat-a and nat-b' block under "
+                         f"{HOME_ROUTER!r}, found {len(found)}")
     text = found[0].text
     if random_fully:
         if text.count("-j MASQUERADE\n") != 1:
