@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wgpy.control.endpoint import parse_endpoint
 from wgpy.discovery.nat import Observation, classify
 from wgpy.discovery.paths import (
     Candidate,
@@ -15,12 +14,12 @@ from wgpy.discovery.paths import (
     PathSelector,
     order_candidates,
 )
-from wgpy.discovery.records import Endpoint, NatKind
+from wgpy.discovery.records import NatKind, canonical_endpoint
+from wgpy.protocol.events import Endpoint
 
 
 def ep(text: str) -> Endpoint:
-    host, _, port = text.rpartition(":")
-    return Endpoint(ipaddress.ip_address(host), int(port))
+    return canonical_endpoint(*parse_endpoint(text))
 
 
 NAT = Candidate(ep("10.202.0.2:40000"), Origin.NAT)
@@ -39,13 +38,13 @@ def test_first_candidate_confirmed_by_received_bytes() -> None:
     sel = PathSelector(try_timeout=6)
     act, _ = sel.step(0.0, Observed(None, 0), [NAT, LAN])
     assert act is not None and act.candidate == NAT and act.nudge
-    act, ev = sel.step(1.0, Observed(str(NAT.endpoint), 0), [NAT, LAN])
+    act, ev = sel.step(1.0, Observed(NAT.text, 0), [NAT, LAN])
     assert act is None and not ev  # waiting
-    act, ev = sel.step(2.0, Observed(str(NAT.endpoint), 148), [NAT, LAN])
+    act, ev = sel.step(2.0, Observed(NAT.text, 148), [NAT, LAN])
     assert act is None and [e.kind for e in ev] == ["confirmed"]
     assert sel.confirmed == NAT and sel.trying is None
     # Traffic keeps flowing: healthy, left alone even if DNS now says otherwise.
-    act, _ = sel.step(3.0, Observed(str(NAT.endpoint), 300), [LAN])
+    act, _ = sel.step(3.0, Observed(NAT.text, 300), [LAN])
     assert act is None
 
 
@@ -60,20 +59,20 @@ def test_bytes_via_another_endpoint_do_not_confirm() -> None:
 def test_timeout_moves_on_then_keeps_the_best_guess_and_backs_off() -> None:
     sel = PathSelector(try_timeout=6, retry_after=20, stale_after=10)
     sel.step(0.0, Observed(None, 0), [NAT, LAN])
-    act, ev = sel.step(6.0, Observed(str(NAT.endpoint), 0), [NAT, LAN])
+    act, ev = sel.step(6.0, Observed(NAT.text, 0), [NAT, LAN])
     assert act is not None and act.candidate == LAN and [e.kind for e in ev] == ["failed"]
-    act, ev = sel.step(12.0, Observed(str(LAN.endpoint), 0), [NAT, LAN])
+    act, ev = sel.step(12.0, Observed(LAN.text, 0), [NAT, LAN])
     assert [e.kind for e in ev] == ["failed", "exhausted"]
     assert act is not None and act.candidate == NAT and not act.nudge
-    assert sel.step(20.0, Observed(str(NAT.endpoint), 0), [NAT, LAN])[0] is None  # backing off
-    act, _ = sel.step(32.5, Observed(str(NAT.endpoint), 0), [NAT, LAN])
+    assert sel.step(20.0, Observed(NAT.text, 0), [NAT, LAN])[0] is None  # backing off
+    act, _ = sel.step(32.5, Observed(NAT.text, 0), [NAT, LAN])
     assert act is not None and act.candidate == NAT and act.nudge  # a new round
 
 
 def test_better_candidate_preempts_a_try() -> None:
     sel = PathSelector()
     sel.step(0.0, Observed(None, 0), [NAT])
-    act, _ = sel.step(1.0, Observed(str(NAT.endpoint), 0), [LAN, NAT])
+    act, _ = sel.step(1.0, Observed(NAT.text, 0), [LAN, NAT])
     assert act is not None and act.candidate == LAN
 
 
@@ -87,7 +86,7 @@ def test_without_keepalive_the_best_guess_is_set_once() -> None:
     sel = PathSelector()
     act, _ = sel.step(0.0, Observed(None, 0, can_nudge=False), [NAT])
     assert act is not None and act.candidate == NAT and not act.nudge
-    assert sel.step(1.0, Observed(str(NAT.endpoint), 0, can_nudge=False), [NAT])[0] is None
+    assert sel.step(1.0, Observed(NAT.text, 0, can_nudge=False), [NAT])[0] is None
 
 
 @settings(max_examples=200, deadline=None)
@@ -102,7 +101,7 @@ def test_selector_never_sets_a_non_candidate(steps: list[tuple[float, int | None
         now += dt
         rx += grow
         cands = pool[:ncand]
-        current = str(pool[which].endpoint) if which is not None and which < 3 else None
+        current = pool[which].text if which is not None and which < 3 else None
         act, _ = sel.step(now, Observed(current, rx), cands)
         if act is not None:
             assert act.candidate in cands

@@ -15,15 +15,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wgpy.control.keys import Key
 from wgpy.discovery import records
-from wgpy.discovery.records import Endpoint, Names, NatKind
+from wgpy.discovery.records import Names, NatKind
 from wgpy.discovery.registry import PeerView, Registry, Snapshot, Source
 from wgpy.discovery.update import build_update
 
 NAMES = Names.for_zone("wg.example")
 KA, KB, KC = bytes([1]) * 32, bytes([2]) * 32, bytes([3]) * 32
-A_EP = Endpoint(ipaddress.ip_address("10.201.0.2"), 40000)
-B_EP = Endpoint(ipaddress.ip_address("fd00::2"), 51820)
+A_EP = ("10.201.0.2", 40000)
+B_EP = ("fd00::2", 51820)
 SNAP = Snapshot([
     PeerView(KA, A_EP, ("10.99.0.1/32",)),
     PeerView(KB, B_EP, ("10.99.0.2/32", "fd00:99::2/128")),
@@ -68,7 +69,7 @@ def test_srv_with_address_and_txt_in_additional(reg: Registry) -> None:
     assert rrset(r.answer, NAMES.instance(KA), "SRV") == [f"0 0 40000 {NAMES.host(KA)}"]
     assert rrset(r.additional, NAMES.host(KA), "A") == ["10.201.0.2"]
     txt = rrset(r.additional, NAMES.instance(KA), "TXT")
-    assert txt == [f'"txtvers=1" "pub={records.key_to_base64(KA)}" "allowed=10.99.0.1/32"']
+    assert txt == [f'"txtvers=1" "pub={Key(KA).to_base64()}" "allowed=10.99.0.1/32"']
     # The wgsd client reads Answer[0] as SRV and Extra[0] as the address: keep that order.
     assert r.additional[0].rdtype == dns.rdatatype.A
 
@@ -130,7 +131,7 @@ def test_soa_serial_moves_when_the_data_changes(reg: Registry) -> None:
 
     first = serial(SNAP)
     assert serial(SNAP) == first
-    moved = Snapshot([PeerView(KA, Endpoint(A_EP.ip, 40001), ("10.99.0.1/32",))])
+    moved = Snapshot([PeerView(KA, (A_EP[0], 40001), ("10.99.0.1/32",))])
     assert serial(moved) == first + 1
 
 
@@ -152,7 +153,7 @@ def test_any_returns_every_type(reg: Registry) -> None:
 
 def test_self_peer_is_published(reg: Registry) -> None:
     me = bytes([9]) * 32
-    snap = Snapshot(SNAP.peers, PeerView(me, Endpoint(ipaddress.ip_address("10.200.0.2"), 51820)))
+    snap = Snapshot(SNAP.peers, PeerView(me, ("10.200.0.2", 51820)))
     r = ask(reg, NAMES.instance(me), "SRV", snap=snap)
     assert rrset(r.answer, NAMES.instance(me), "SRV") == [f"0 0 51820 {NAMES.host(me)}"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import struct
 import subprocess
@@ -61,7 +60,7 @@ def test_udp_tcp_garbage_and_update_over_loopback() -> None:
         uapi = FakeUapi()
         port = free_port()
         srv = RegistryServer(Registry(NAMES, ttl=3), "wgtest-none",
-                             [(ipaddress.ip_address("127.0.0.1"), port)],
+                             [("127.0.0.1", port)],
                              uapi, SelfConfig(), refresh=0.0)
         await srv.start()
         try:
@@ -115,6 +114,8 @@ def test_help_reads_like_a_man_page(cmd: str) -> None:
     assert p.returncode == 0
     for word in ("usage: wgpy " + cmd, "examples:", "exit status:", "--interface", "--zone"):
         assert word in p.stdout
+    # Both stay in the foreground (what a service manager wants) and say so.
+    assert "runs in the foreground" in p.stdout or "keeps running in the foreground" in p.stdout
 
 
 @pytest.mark.parametrize("args,needle", [

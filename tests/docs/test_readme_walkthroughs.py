@@ -119,3 +119,16 @@ def test_wgpy_demo_as_in_the_two_commands(lab: Lab) -> None:
         assert subprocess.run(
             ["test", "-e", f"/var/run/wireguard/{ifname}.sock"]
         ).returncode != 0
+
+
+def test_extract_reads_several_hosts_and_a_note() -> None:
+    md = (
+        "## A\n\n```sh\n# on registry, alice and bob\necho a\n```\n\n"
+        "```ini\n# on alice: /etc/wireguard/wg0.conf\n[Interface]\n```\n\n"
+        "```sh\n# on the machine: build it\necho b\n```\n\n```sh\n# on the proxy\necho c\n```\n"
+    )
+    a, ini, machine, proxy = extract(md, "A")
+    assert (a.host, a.hosts, a.note) == (None, ("registry", "alice", "bob"), "")
+    assert (ini.host, ini.hosts, ini.note) == (None, ("alice",), "/etc/wireguard/wg0.conf")
+    assert (machine.hosts, machine.note) == (("machine",), "build it")
+    assert (proxy.host, proxy.hosts) == ("proxy", ("proxy",))  # the one-host form as before

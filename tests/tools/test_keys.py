@@ -66,6 +66,13 @@ def test_repr_never_shows_key() -> None:
     assert "redacted" in repr(k) and "redacted" in str(k)
 
 
+def test_short_name_is_wireguard_gos_peer_name() -> None:
+    # The name wgpyd's log and wgpy discover/registry give a peer: first and
+    # last four base64 characters, as wireguard-go's ``peer(ABCD…WXYZ)``.
+    text = base64.b64encode(ALICE_PUB).decode()  # hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=
+    assert Key(ALICE_PUB).short_name() == f"peer({text[:4]}…{text[39:43]})" == "peer(hSDw…bTmo)"
+
+
 PUBKEY_INPUTS = [
     base64.b64encode(ALICE_PRIV) + b"\n",
     base64.b64encode(ALICE_PRIV),

@@ -16,6 +16,7 @@ import os
 
 from wgpy.protocol.constants import KEY_LEN, ZERO_KEY
 from wgpy.protocol.crypto import clamp, public_key
+from wgpy.protocol.peer import short_name
 
 KEY_LEN_BASE64 = 44
 
@@ -66,6 +67,14 @@ class Key:
 
     def hex(self) -> str:
         return self._raw.hex()
+
+    def short_name(self) -> str:
+        """A public key as log lines name its peer: ``peer(ABCD…WXYZ)``, the first
+        and last four base64 characters, as wireguard-go and wgpyd print it.
+
+        For public keys only: it shows a sixth of the key.
+        """
+        return short_name(self._raw)
 
     def is_zero(self) -> bool:
         return hmac.compare_digest(self._raw, ZERO_KEY)

@@ -12,12 +12,14 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from wgpy.control.endpoint import split_host_port
 from wgpy.control.uapi import UapiError, UapiProtocolError
 from wgpy.control.uapi_client import UapiClient
 from wgpy.discovery.client import Discoverer, DiscoverOptions, RegistryUnreachable
 from wgpy.discovery.records import IPAddress, Names
 from wgpy.discovery.registry import DEFAULT_LEASE, DEFAULT_TTL, Registry
 from wgpy.discovery.server import RegistryServer, SelfConfig, run
+from wgpy.protocol.events import Endpoint
 
 REGISTRY_DESCRIPTION = """\
 Serve the peers of a WireGuard device as DNS-SD records, so that peers behind
@@ -43,6 +45,10 @@ records (B32 is a public key in base32, matched case-insensitively):
 LAN candidate updates (RFC 2136) are accepted only over UDP, only when they
 arrive on INTERFACE, and only for the key whose allowed IPs hold the update's
 source address: WireGuard's own authentication is the credential.
+
+The registry runs in the foreground and logs to stderr until SIGINT or
+SIGTERM, as a service manager (systemd, runit, s6) expects; in a shell, put
+it in the background with `&`.
 """
 
 REGISTRY_EPILOG = """\
@@ -74,6 +80,12 @@ symmetric (a mapping per destination), in which case the published mapping
 cannot work for other peers.
 
 The peer whose allowed IPs hold the registry address is never changed.
+
+Without --once, discover keeps running in the foreground, looking up again
+every --interval seconds and logging to stderr, until SIGINT or SIGTERM, as a
+service manager (systemd, runit, s6) expects; in a shell, put it in the
+background with `&`.  With --once it does one pass and prints a summary on
+stdout, for cron.
 """
 
 DISCOVER_EPILOG = """\
@@ -98,17 +110,11 @@ class _Parser(argparse.ArgumentParser):
 def _split(text: str) -> tuple[str, int | None]:
     """``ADDR``, ``ADDR:PORT``, ``[V6]:PORT`` or ``NAME[:PORT]`` -> (ip text, port or None)."""
     text = text.strip()
-    host, port = text, None
-    if text.startswith("["):
-        inner, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise argparse.ArgumentTypeError(f"bad address {text!r}")
-        host = inner
-        if rest:
-            port = _port(rest[1:])
-    elif text.count(":") == 1:
-        host, _, p = text.partition(":")
-        port = _port(p)
+    try:
+        host, port_text = split_host_port(text, port_optional=True)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"bad address {text!r}: {e}") from None
+    port = _port(port_text) if port_text else None
     try:
         return str(ipaddress.ip_address(host)), port
     except ValueError:
@@ -120,7 +126,7 @@ def _split(text: str) -> tuple[str, int | None]:
     return str(infos[0][4][0]), port
 
 
-def _hostport(text: str, default_port: int) -> tuple[str, int]:
+def _hostport(text: str, default_port: int) -> Endpoint:
     host, port = _split(text)
     return host, port or default_port
 
@@ -135,12 +141,7 @@ def _port(text: str) -> int:
     return p
 
 
-def _listen(text: str) -> tuple[IPAddress, int]:
-    host, port = _hostport(text, 53)
-    return ipaddress.ip_address(host), port
-
-
-def _dest53(text: str) -> tuple[str, int]:
+def _dest53(text: str) -> Endpoint:
     return _hostport(text, 53)
 
 
@@ -210,7 +211,7 @@ def registry_parser() -> argparse.ArgumentParser:
                    help="the WireGuard device whose peers are published")
     p.add_argument("-z", "--zone", required=True, type=_zone, metavar="ZONE",
                    help="the DNS zone to serve, e.g. wg.example.net")
-    p.add_argument("-l", "--listen", action="append", type=_listen, metavar="ADDR[:PORT]",
+    p.add_argument("-l", "--listen", action="append", type=_dest53, metavar="ADDR[:PORT]",
                    help="listen for UDP and TCP queries here (repeatable; port 53 by default; "
                         "default 0.0.0.0:53). Listen on a tunnel address to receive "
                         "LAN candidate updates, and on two public ports for NAT type probes")
@@ -247,8 +248,8 @@ def registry_main(argv: Sequence[str]) -> int:
         except ValueError as e:
             print(f"wgpy registry: error: --ns-name: {e}", file=sys.stderr)
             return 2
-    listen: list[tuple[IPAddress, int]] = args.listen or [(ipaddress.ip_address("0.0.0.0"), 53)]
-    ns_addrs = [h for h, _ in listen if not h.is_unspecified]
+    listen: list[Endpoint] = args.listen or [("0.0.0.0", 53)]
+    ns_addrs = [ip for ip in (ipaddress.ip_address(h) for h, _ in listen) if not ip.is_unspecified]
     registry = Registry(names, ttl=args.ttl, ns_addresses=ns_addrs, lease=args.lease)
     self_cfg = None
     if args.self_ or args.self_endpoint or args.self_allowed:
@@ -286,7 +287,8 @@ def discover_parser() -> argparse.ArgumentParser:
                       help="look up, set, wait for the tries to settle, print a summary and "
                            "exit (for cron, like wgsd-client)")
     mode.add_argument("--interval", type=_nonneg_float, default=15.0, metavar="SECONDS",
-                      help="run as a daemon, looking up again this often (default 15)")
+                      help="keep running (in the foreground), looking up again this often "
+                           "(default 15)")
     p.add_argument("--mesh", action="store_true",
                    help="also add peers the registry lists that INTERFACE does not have, "
                         "with the allowed IPs from their TXT records (never ones that overlap "
@@ -312,7 +314,7 @@ def discover_parser() -> argparse.ArgumentParser:
 
 
 def discover_main(argv: Sequence[str]) -> int:
-    """``wgpy discover ARGS``: set peer endpoints from the registry, once or as a daemon."""
+    """``wgpy discover ARGS``: set peer endpoints from the registry, once or until a signal."""
     args = discover_parser().parse_args(list(argv))
     _logging(args.verbose, args.quiet, "wgpy discover")
     opts = DiscoverOptions(

@@ -31,15 +31,18 @@ import dns.rcode
 import dns.rdatatype
 import dns.rdtypes.ANY.PTR
 
+from wgpy.control.endpoint import format_endpoint
+from wgpy.control.keys import Key
 from wgpy.control.uapi import DeviceInfo, PeerInfo, UapiError, UapiProtocolError
 from wgpy.control.uapi_client import UapiClient
 from wgpy.discovery import records
 from wgpy.discovery.nat import NatReport, Observation, classify
 from wgpy.discovery.paths import Candidate, Observed, PathSelector, order_candidates
-from wgpy.discovery.records import Endpoint, IPAddress, IPNetwork, Kind, Names, NatKind
+from wgpy.discovery.records import IPAddress, IPNetwork, Kind, Names, NatKind, canonical_endpoint
 from wgpy.discovery.registry import route_owner
 from wgpy.discovery.server import peer_views, public_key_of
 from wgpy.discovery.update import build_update, detect_lan_addresses
+from wgpy.protocol.events import Endpoint
 
 log = logging.getLogger("wgpy.discover")
 
@@ -54,14 +57,14 @@ class RegistryUnreachable(Exception):
 @dataclass
 class DiscoverOptions:
     interface: str
-    registry: tuple[str, int]
+    registry: Endpoint
     names: Names
     mesh: bool = False
     keepalive: int = 25  # persistent keepalive for peers that --mesh adds
     use_lan: bool = True
     publish_lan: bool = True
     lan_addresses: list[IPAddress] | None = None  # None: detect
-    nat_probes: list[tuple[str, int]] = field(default_factory=list)
+    nat_probes: list[Endpoint] = field(default_factory=list)
     dns_timeout: float = 2.0
     try_timeout: float = 6.0
     interval: float = 15.0
@@ -120,7 +123,7 @@ class Discoverer:
             )
         except (dns.exception.DNSException, OSError) as e:
             raise RegistryUnreachable(
-                f"registry {records_addr(host, port)} did not answer {name} "
+                f"registry {format_endpoint(host, port)} did not answer {name} "
                 f"{dns.rdatatype.to_text(rdtype)}: {e or type(e).__name__}"
             ) from e
         return response
@@ -173,24 +176,23 @@ class Discoverer:
             self.mesh(info, me)
 
     def _note(self, key: bytes, recs: PeerRecords | None) -> None:
-        short = records.short_key(key)
+        short = Key(key).short_name()
         if recs is None:
             if self.records.pop(key, None) is not None or key not in self.status:
-                log.info("peer %s: no endpoint published (is it connected to the registry?)",
+                log.info("%s: no endpoint published (is it connected to the registry?)",
                          short)
             self.status[key] = "no records"
             return
         old = self.records.get(key)
         self.records[key] = recs
         if old is None or old.nat != recs.nat or old.lan != recs.lan:
-            lan = ", ".join(map(str, recs.lan)) or "none"
-            log.info("peer %s: mapping %s, LAN candidates %s",
-                     short, ", ".join(map(str, recs.nat)), lan)
+            lan = _endpoints_text(recs.lan) or "none"
+            log.info("%s: mapping %s, LAN candidates %s", short, _endpoints_text(recs.nat), lan)
         nat = recs.txt.get("nat", "")
         if nat != self._remote_nat.get(key, ""):
             self._remote_nat[key] = nat
             if nat == NatKind.SYMMETRIC.value:
-                self.say(f"peer {short} is behind a symmetric NAT: its published mapping "
+                self.say(f"{short} is behind a symmetric NAT: its published mapping "
                          "will not accept us; a direct path is unlikely", logging.WARNING)
 
     # -- NAT type ----------------------------------------------------------------
@@ -204,12 +206,12 @@ class Discoverer:
             sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
             port = sock.getsockname()[1]
             for host, pport in self.opts.nat_probes:
-                probe = records_addr(host, pport)
+                probe = format_endpoint(host, pport)
                 try:
                     r = dns.query.udp(dns.message.make_query(self.opts.names.whoami, "TXT"), host,
                                       timeout=self.opts.dns_timeout, port=pport, sock=sock)
                     txt = records.txt_from_response(r, self.opts.names.whoami)
-                    mapped = Endpoint(ipaddress.ip_address(txt["addr"]), int(txt["port"]))
+                    mapped = canonical_endpoint(txt["addr"], int(txt["port"]))
                 except (dns.exception.DNSException, OSError, KeyError, ValueError) as e:
                     log.warning("NAT probe %s failed: %s", probe, e or type(e).__name__)
                     continue
@@ -279,22 +281,22 @@ class Discoverer:
             allowed = self._mesh_allowed(key, recs, taken)
             if allowed is None:
                 continue
-            lines = [f"public_key={key.hex()}", f"endpoint={recs.nat[0]}",
+            lines = [f"public_key={key.hex()}", f"endpoint={format_endpoint(*recs.nat[0])}",
                      f"persistent_keepalive_interval={self.opts.keepalive}",
                      "replace_allowed_ips=true"] + [f"allowed_ip={a}" for a in allowed]
             self.uapi.set(lines)
             taken += allowed
             self._note(key, recs)
-            self.say(f"mesh: added peer {records.short_key(key)} allowed "
-                     f"{','.join(map(str, allowed))} at {recs.nat[0]}")
+            self.say(f"mesh: added {Key(key).short_name()} allowed "
+                     f"{','.join(map(str, allowed))} at {format_endpoint(*recs.nat[0])}")
 
     def _mesh_allowed(
         self, key: bytes, recs: PeerRecords, taken: list[IPNetwork]
     ) -> list[IPNetwork] | None:
-        short = records.short_key(key)
+        short = Key(key).short_name()
         txt = recs.txt
         if txt.get("txtvers") != str(records.TXT_VERSION) or txt.get("pub") != \
-                records.key_to_base64(key):
+                Key(key).to_base64():
             log.warning("mesh: skipping %s: TXT record missing or for another key", short)
             return None
         try:
@@ -335,15 +337,15 @@ class Discoverer:
                                 can_nudge=peer.persistent_keepalive_interval > 0,
                                 handshake_age=_age(peer, wall))
             action, events = sel.step(now, observed, candidates)
-            short = records.short_key(key)
+            short = Key(key).short_name()
             for ev in events:
                 level = logging.WARNING if ev.kind == "exhausted" else logging.INFO
-                self.say(f"peer {short}: {ev.message}", level)
+                self.say(f"{short}: {ev.message}", level)
                 if ev.kind == "confirmed" and sel.confirmed is not None:
                     self.status[key] = f"direct via {sel.confirmed}"
             if action is not None:
                 self._set_endpoint(peer, action.candidate, action.nudge)
-                log.info("peer %s: %s", short, action.reason)
+                log.info("%s: %s", short, action.reason)
                 self.status[key] = f"trying {action.candidate}"
             if sel.trying is not None:
                 busy = True
@@ -353,8 +355,8 @@ class Discoverer:
 
     def _set_endpoint(self, peer: PeerInfo, c: Candidate, nudge: bool) -> None:
         lines = [f"public_key={peer.public_key.hex()}", "update_only=true"]
-        if peer.endpoint != str(c.endpoint):
-            lines.append(f"endpoint={c.endpoint}")
+        if peer.endpoint != c.text:
+            lines.append(f"endpoint={c.text}")
         pka = peer.persistent_keepalive_interval
         if nudge and pka:
             # Turning persistent keepalive off and on makes the device send a
@@ -411,12 +413,12 @@ class Discoverer:
         if self.nat_report is not None:
             lines.append(str(self.nat_report))
         for key, status in sorted(self.status.items()):
-            lines.append(f"{records.key_to_base64(key)}  {status}")
+            lines.append(f"{Key(key).to_base64()}  {status}")
         return lines
 
 
-def records_addr(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def _endpoints_text(endpoints: list[Endpoint]) -> str:
+    return ", ".join(format_endpoint(*e) for e in endpoints)
 
 
 def _age(peer: PeerInfo, wall: float) -> float | None:
@@ -430,6 +432,6 @@ def _local_endpoint(family: int, host: str, port: int, local_port: int) -> Endpo
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.connect((host, port))
-            return Endpoint(ipaddress.ip_address(s.getsockname()[0]), local_port)
+            return canonical_endpoint(s.getsockname()[0], local_port)
     except OSError:
         return None

@@ -17,7 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from wgpy.discovery.records import Endpoint, NatKind
+from wgpy.control.endpoint import format_endpoint
+from wgpy.discovery.records import NatKind
+from wgpy.protocol.events import Endpoint
 
 
 @dataclass(frozen=True)
@@ -44,18 +46,21 @@ def classify(local: Endpoint | None, observations: Sequence[Observation]) -> Nat
     """
     if not observations:
         return NatReport(NatKind.UNKNOWN, "no probe answered")
-    seen = sorted({o.mapped for o in observations}, key=str)
+    seen = sorted({o.mapped for o in observations})
     if len(seen) > 1:
-        per = ", ".join(f"{o.probe} saw {o.mapped}" for o in observations)
+        per = ", ".join(f"{o.probe} saw {format_endpoint(*o.mapped)}" for o in observations)
         return NatReport(
             NatKind.SYMMETRIC,
             f"mapping differs per destination: {per}; "
             "the published endpoint will not work for other peers, hole punching will fail",
         )
     if local is not None and seen[0] == local:
-        return NatReport(NatKind.OPEN, f"no translation, {local} seen as itself")
+        return NatReport(NatKind.OPEN,
+                         f"no translation, {format_endpoint(*local)} seen as itself")
     if len(observations) < 2:
-        return NatReport(NatKind.UNKNOWN, f"only one probe answered ({seen[0]})")
+        return NatReport(NatKind.UNKNOWN,
+                         f"only one probe answered ({format_endpoint(*seen[0])})")
     return NatReport(
-        NatKind.CONE, f"mapping {seen[0]} is the same for {len(observations)} destinations"
+        NatKind.CONE,
+        f"mapping {format_endpoint(*seen[0])} is the same for {len(observations)} destinations",
     )

@@ -27,7 +27,8 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from wgpy.discovery.records import Endpoint
+from wgpy.control.endpoint import format_endpoint
+from wgpy.protocol.events import Endpoint
 
 
 class Origin(enum.Enum):
@@ -41,7 +42,12 @@ class Candidate:
     origin: Origin
 
     def __str__(self) -> str:
-        return f"{self.endpoint} ({self.origin.value})"
+        return f"{self.text} ({self.origin.value})"
+
+    @property
+    def text(self) -> str:
+        """The endpoint as the UAPI prints it (``[fd00::1]:51820``)."""
+        return format_endpoint(*self.endpoint)
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ def order_candidates(
     """LAN first when the peer is behind our own public address, NAT mapping first otherwise."""
     nat_c = [Candidate(e, Origin.NAT) for e in nat]
     lan_c = [Candidate(e, Origin.LAN) for e in lan]
-    same_nat = our_public is not None and any(e.ip == our_public.ip for e in nat)
+    same_nat = our_public is not None and any(e[0] == our_public[0] for e in nat)
     return lan_c + nat_c if same_nat or not nat_c else nat_c + lan_c
 
 
@@ -123,7 +129,7 @@ class PathSelector:
                 # address): switch now, so the device's next handshake goes there.
                 self.tried.append(t)
                 return self._try(first, now, observed, "better candidate published", events)
-            elif observed.endpoint == str(t.endpoint) and observed.rx_bytes > self.rx_at_start:
+            elif observed.endpoint == t.text and observed.rx_bytes > self.rx_at_start:
                 self.trying, self.confirmed = None, t
                 self.tried.clear()
                 events.append(Event("confirmed", f"direct path via {t} after "
@@ -161,6 +167,6 @@ class PathSelector:
     def _set_if_differs(
         self, c: Candidate, observed: Observed, why: str, events: list[Event]
     ) -> tuple[SetEndpoint | None, list[Event]]:
-        if observed.endpoint == str(c.endpoint):
+        if observed.endpoint == c.text:
             return None, events
         return SetEndpoint(c, f"setting {c}: {why}", nudge=False), events

@@ -41,12 +41,14 @@ import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
 import dns.rdtypes.IN.SRV
 
+from wgpy.protocol.constants import KEY_LEN
+from wgpy.protocol.events import Endpoint
+
 SERVICE = "_wireguard._udp"
 LAN_SERVICE = "_wireguard-lan._udp"
 LAN_HOSTS = "lan"
 WHOAMI = "_whoami"
 TXT_VERSION = 1
-KEY_LEN = 32
 LABEL_LEN = 56  # base32 of 32 bytes, with "====" padding
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -83,26 +85,6 @@ def label_to_key(label: bytes | str) -> bytes | None:
     if base64.b32encode(key).decode("ascii").rstrip("=") != text:
         return None
     return key
-
-
-def key_from_base64(text: str) -> bytes:
-    """Decode a base64 WireGuard key (as in wg(8) output); ValueError if malformed."""
-    try:
-        key = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise ValueError(f"not a base64 key: {text!r}") from e
-    if len(key) != KEY_LEN:
-        raise ValueError(f"not a 32-byte key: {text!r}")
-    return key
-
-
-def key_to_base64(key: bytes) -> str:
-    return base64.b64encode(key).decode("ascii")
-
-
-def short_key(key: bytes) -> str:
-    """A short, log-friendly form of a public key (first 8 base64 characters)."""
-    return key_to_base64(key)[:8] + "…"
 
 
 class Kind(enum.Enum):
@@ -246,7 +228,8 @@ def address_type(ip: IPAddress) -> dns.rdatatype.RdataType:
 
 def peer_txt(key: bytes, allowed: Iterable[str], nat: NatKind | None) -> list[str]:
     """The strings of a peer's service-instance TXT record (wgsd's, plus ``nat``)."""
-    out = [f"txtvers={TXT_VERSION}", f"pub={key_to_base64(key)}", f"allowed={','.join(allowed)}"]
+    pub = base64.b64encode(key).decode("ascii")  # as wg(8) prints it
+    out = [f"txtvers={TXT_VERSION}", f"pub={pub}", f"allowed={','.join(allowed)}"]
     if nat is not None:
         out.append(f"nat={nat.value}")
     return out
@@ -267,15 +250,15 @@ def parse_txt(strings: Iterable[bytes]) -> dict[str, str]:
 # -- client-side parsing --------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """An address and port published for a peer."""
+def canonical_endpoint(address: str | IPAddress, port: int) -> Endpoint:
+    """An endpoint whose host is the address's canonical text (``fd00::1``, never
+    ``fd00:0::1``), so that endpoints compare equal exactly when they are the same
+    address and port.  ValueError when ``address`` is not an IP address.
 
-    ip: IPAddress
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.ip}]:{self.port}" if self.ip.version == 6 else f"{self.ip}:{self.port}"
+    Discovery compares endpoints from DNS answers, ``_whoami`` replies, the
+    UAPI and ``getsockname``; each goes through here first.
+    """
+    return str(ipaddress.ip_address(address)), port
 
 
 def endpoints_from_srv_response(
@@ -302,7 +285,7 @@ def endpoints_from_srv_response(
                 if rrset.rdtype not in (dns.rdatatype.A, dns.rdatatype.AAAA):
                     continue
                 for r in rrset:
-                    ep = Endpoint(ipaddress.ip_address(r.address), rec.port)
+                    ep = canonical_endpoint(r.address, rec.port)
                     if ep not in out:
                         out.append(ep)
     return out

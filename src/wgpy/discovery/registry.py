@@ -47,8 +47,15 @@ import dns.rdtypes.IN.SRV
 import dns.rrset
 import dns.update
 
+from wgpy.control.endpoint import format_endpoint
 from wgpy.discovery import records
-from wgpy.discovery.records import Endpoint, IPAddress, IPNetwork, Kind, Names, NatKind
+from wgpy.discovery.records import IPAddress, IPNetwork, Kind, Names, NatKind
+from wgpy.protocol.events import Endpoint
+
+# Not control.keys.Key.short_name: control.keys holds genkey's RNG (os), which
+# this sans-IO module may not import (an import contract); both name the same
+# function.
+from wgpy.protocol.peer import short_name
 
 DEFAULT_TTL = 5
 DEFAULT_LEASE = 600.0
@@ -65,7 +72,7 @@ class PeerView:
     """What the registry needs to know about one peer of the device."""
 
     public_key: bytes
-    endpoint: Endpoint | None
+    endpoint: Endpoint | None  # canonical numeric text (records.canonical_endpoint)
     allowed_ips: tuple[str, ...] = ()
 
 
@@ -302,7 +309,8 @@ class Registry:
     def _content_digest(self, snapshot: Snapshot) -> bytes:
         h = hashlib.blake2s(digest_size=16)
         for p in self._published(snapshot).values():
-            h.update(p.public_key + str(p.endpoint).encode() + ",".join(p.allowed_ips).encode())
+            ep = format_endpoint(*p.endpoint) if p.endpoint else ""
+            h.update(p.public_key + ep.encode() + ",".join(p.allowed_ips).encode())
         for key in sorted(self.lan):
             c = self.lan[key]
             h.update(key + repr((c.port, c.addresses, c.nat)).encode())
@@ -350,11 +358,11 @@ class Registry:
         if kind is Kind.INSTANCE:
             nat = lan.nat if lan else None
             return {
-                dns.rdatatype.SRV: [records.srv(peer.endpoint.port, n.host(key))],
+                dns.rdatatype.SRV: [records.srv(peer.endpoint[1], n.host(key))],
                 dns.rdatatype.TXT: [records.txt(records.peer_txt(key, peer.allowed_ips, nat))],
             }
         if kind is Kind.HOST:
-            return _addresses([peer.endpoint.ip])
+            return _addresses([ipaddress.ip_address(peer.endpoint[0])])
         if lan is None or not lan.publishable or lan.port is None:
             return None
         if kind is Kind.LAN_INSTANCE:
@@ -418,7 +426,7 @@ class Registry:
         if owner is None or owner.public_key != key:
             raise UpdateRefused(
                 dns.rcode.REFUSED,
-                f"source {source.ip} is not in the allowed IPs of {records.short_key(key)}",
+                f"source {source.ip} is not in the allowed IPs of {short_name(key)}",
             )
         old = self.lan.get(key)
         port = old.port if old else None

@@ -29,12 +29,13 @@ from dataclasses import dataclass
 import dns.message
 import dns.rcode
 
-from wgpy.control.endpoint import parse_endpoint
+from wgpy.control.endpoint import format_endpoint, parse_endpoint
+from wgpy.control.keys import Key
 from wgpy.control.uapi import DeviceInfo, UapiError, UapiProtocolError
 from wgpy.control.uapi_client import UapiClient
-from wgpy.discovery import records
-from wgpy.discovery.records import Endpoint, IPAddress
+from wgpy.discovery.records import IPAddress, canonical_endpoint
 from wgpy.discovery.registry import PeerView, Registry, Snapshot, Source
+from wgpy.protocol.events import Endpoint
 
 log = logging.getLogger("wgpy.registry")
 
@@ -68,7 +69,7 @@ def peer_views(info: DeviceInfo) -> list[PeerView]:
         if p.endpoint:
             try:
                 host, port = parse_endpoint(p.endpoint)
-                ep = Endpoint(ipaddress.ip_address(host.split("%")[0]), port)
+                ep = canonical_endpoint(host.split("%")[0], port)
             except ValueError:
                 ep = None
         out.append(PeerView(p.public_key, ep, tuple(p.allowed_ips)))
@@ -82,7 +83,7 @@ class RegistryServer:
         self,
         registry: Registry,
         interface: str,
-        listen: Sequence[tuple[IPAddress, int]],
+        listen: Sequence[Endpoint],
         uapi: UapiClient | None = None,
         self_config: SelfConfig | None = None,
         refresh: float = 0.5,
@@ -117,14 +118,15 @@ class RegistryServer:
                 self._udp.append(sock)
                 loop.add_reader(sock.fileno(), self._readable, sock)
                 server = await asyncio.start_server(
-                    self._tcp_client, str(host), port, reuse_address=True
+                    self._tcp_client, host, port, reuse_address=True
                 )
                 self._tcp.append(server)
         except OSError as e:
             self.close()
-            raise OSError(e.errno, f"cannot listen on {_fmt(host, port)}: {e.strerror}") from e
+            where = format_endpoint(host, port)
+            raise OSError(e.errno, f"cannot listen on {where}: {e.strerror}") from e
         self._tasks.append(asyncio.create_task(self._worker()))
-        where = ", ".join(_fmt(h, p) for h, p in self.listen)
+        where = ", ".join(format_endpoint(h, p) for h, p in self.listen)
         log.info("serving zone %s for %s on %s (udp+tcp), ttl %ds",
                  self.registry.names.zone, self.interface, where, self.registry.ttl)
 
@@ -185,7 +187,7 @@ class RegistryServer:
                 addr = ipaddress.ip_address(local.split("%")[0])
                 host = None if addr.is_unspecified else addr
             port = cfg.endpoint_port or info.listen_port
-            ep = Endpoint(host, port) if host is not None and port else None
+            ep = canonical_endpoint(host, port) if host is not None and port else None
             me = PeerView(public_key_of(info.private_key), ep, cfg.allowed_ips)
         return Snapshot(peers, me)
 
@@ -213,7 +215,7 @@ class RegistryServer:
             addrs = ", ".join(str(a) for a in lan.addresses) or "none"
             nat = lan.nat.value if lan.nat else "not reported"
             log.info("LAN candidates for %s: port %s, addresses %s, NAT %s",
-                     records.short_key(key), lan.port, addrs, nat)
+                     Key(key).short_name(), lan.port, addrs, nat)
             reg.last_accepted = None
 
     # -- UDP ----------------------------------------------------------------
@@ -277,12 +279,8 @@ class RegistryServer:
                     await writer.wait_closed()
 
 
-def _fmt(host: IPAddress, port: int) -> str:
-    return f"[{host}]:{port}" if host.version == 6 else f"{host}:{port}"
-
-
-def _udp_socket(host: IPAddress, port: int) -> socket.socket:
-    family = socket.AF_INET6 if host.version == 6 else socket.AF_INET
+def _udp_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -291,7 +289,7 @@ def _udp_socket(host: IPAddress, port: int) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        sock.bind((str(host), port))
+        sock.bind((host, port))
         sock.setblocking(False)
     except OSError:
         sock.close()

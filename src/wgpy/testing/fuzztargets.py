@@ -243,16 +243,16 @@ def fuzz_config(data: bytes) -> None:
 
 
 def fuzz_registry(data: bytes) -> None:
-    from wgpy.discovery.records import Endpoint, Names
+    from wgpy.discovery.records import Names
     from wgpy.discovery.registry import PeerView, Registry, Snapshot, Source
 
     global _registry
     if _registry is None:
         names = Names.for_zone("wg.example")
         snap = Snapshot([
-            PeerView(bytes([1]) * 32, Endpoint(ipaddress.ip_address("10.201.0.2"), 40000),
+            PeerView(bytes([1]) * 32, ("10.201.0.2", 40000),
                      ("10.99.0.1/32",)),
-            PeerView(bytes([2]) * 32, Endpoint(ipaddress.ip_address("fd00::2"), 51820),
+            PeerView(bytes([2]) * 32, ("fd00::2", 51820),
                      ("10.99.0.2/32", "fd00:99::2/128")),
         ])
         _registry = (Registry(names, ttl=7), snap)

@@ -1,13 +1,15 @@
-"""A NAT lab for the discovery tests, built on ``tests/lab.py``.
+"""A NAT lab for the discovery tests, built on ``wgpy.testing.lab``.
 
 Topology (all addresses private, inside the lab's namespaces)::
 
     reg 10.200.0.2 ── inet ── 10.201.0.2 natA ── 192.168.1.0/24 ── peers
                         └──── 10.202.0.2 natB ── 192.168.1.0/24 ── peers
 
-``inet`` routes between the "public" links; each NAT router masquerades
-its LAN behind its public address and drops unsolicited inbound traffic
-(see shared/spec/nat-lab.md).  Both LANs use 192.168.1.0/24 on purpose, as
+It is the network of docs/nat-lab.md, with any number of NATs and peers.
+``inet`` routes between the "public" links.  Each NAT router runs that
+page's home-router block as written (MASQUERADE, a firewall that drops
+unsolicited inbound traffic, conntrack timeouts), so the page and the
+tests cannot drift apart.  Both LANs use 192.168.1.0/24 on purpose, as
 home networks do.  The overlay is 10.99.0.0/24 with the registry at .254.
 
 The device is ``wgpyd`` unless ``WGPY_TEST_DEVICE=wireguard-go``.
@@ -23,13 +25,37 @@ from dataclasses import dataclass, field
 
 from wgpy.testing.lab import Lab, device_under_test
 from wgpy.testing.nodes import launch
+from wgpy.testing.walkthrough import README, extract
 
 DEVICE = device_under_test()
+NAT_LAB_PAGE = README.parent / "docs" / "nat-lab.md"
+HOME_ROUTER = "Make the NAT routers behave like home routers"  # the page's heading
 ZONE = "wg.test"
 REG_PUBLIC = "10.200.0.2"
 REG_TUNNEL = "10.99.0.254"
 WG_PORT = 51820
 CLI = [sys.executable, "-m", "wgpy.discovery.cli"]
+
+
+def home_router(random_fully: bool = False) -> str:
+    """docs/nat-lab.md's home-router commands, to run in a NAT router's namespace
+    (public side ``eth0``).  ``random_fully`` is the page's symmetric-NAT
+    variant: ``--random-fully`` added to the MASQUERADE rule.
+
+    :raises ValueError: when the page no longer has exactly one such block.
+    """
+    page = NAT_LAB_PAGE
+    found = [b for b in extract(page.read_text(), HOME_ROUTER)
+             if b.lang == "sh" and b.hosts == ("nat-a", "nat-b")]
+    if len(found) != 1:
+        raise ValueError(f"{page}: expected one '# on nat-a and nat-b' block under "
+                         f"{HOME_ROUTER!r}, found {len(found)}")
+    text = found[0].text
+    if random_fully:
+        if text.count("-j MASQUERADE\n") != 1:
+            raise ValueError(f"{page}: the home-router block needs one MASQUERADE rule")
+        text = text.replace("-j MASQUERADE\n", "-j MASQUERADE --random-fully\n")
+    return "set -e\n" + text
 
 
 @dataclass
@@ -87,19 +113,13 @@ class NatLab:
         pub = f"10.20{index}.0.2"
         self.lab.veth(self.inet, ns, f"nat{name}0", "eth0")
         self.run(self.inet, f"ip addr add 10.20{index}.0.1/24 dev nat{name}0")
-        rf = " --random-fully" if random_fully else ""
         self.run(ns, " && ".join([
             f"ip addr add {pub}/24 dev eth0",
             f"ip route add default via 10.20{index}.0.1",
             "ip link add br0 type bridge && ip link set br0 up",
             "ip addr add 192.168.1.1/24 dev br0",
-            "sysctl -qw net.ipv4.ip_forward=1",
-            f"iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE{rf}",
-            "iptables -A FORWARD -i eth0 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
-            "iptables -A FORWARD -i eth0 -j DROP",
-            "iptables -A INPUT -i eth0 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
-            "iptables -A INPUT -i eth0 -j DROP",
         ]))
+        self.run(ns, home_router(random_fully))
         self.nats[name] = ns
         self.nat_public[name] = pub
         self._lan_n[name] = 10

@@ -59,7 +59,14 @@ appended to ``<lab dir>/<id>.log``.  A console block runs the lines after its ``
 (with their ``\\`` continuations); the other lines are expected output and
 are not checked.  ``# on NAME`` (or ``# on the NAME``) as a block's first
 line runs the block in the namespace mapped to NAME: ``hosts`` first, then
-``namespaces``.
+``namespaces``; ``# on the machine`` runs it outside any namespace.
+
+A block for several hosts says ``# on alice and bob`` (or ``# on registry,
+alice and bob``), and a note may follow a colon: ``# on alice:
+/etc/wireguard/wg0.conf`` (a file's path, for an ini block), ``# on the
+machine: what this does``.  ``Block.hosts`` and ``Block.note`` hold these;
+``run(block, host=NAME)`` runs a block on one of its hosts.  ``Block.host``
+is set only for the plain one-host form.
 """
 
 from __future__ import annotations
@@ -81,6 +88,11 @@ SHELL_LANGS = ("sh", "console")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _FENCE = re.compile(r"^(```+|~~~+)\s*([\w+-]*)\s*$")
 _ON = re.compile(r"^#\s*on\s+(?:the\s+)?([A-Za-z][\w-]*)\s*:?\s*$")
+_ON_MANY = re.compile(
+    r"^#\s*on\s+(?:the\s+)?(?P<hosts>[A-Za-z][\w-]*(?:\s*(?:,|\band\b)\s*[A-Za-z][\w-]*)*)"
+    r"\s*(?::\s*(?P<note>.*?))?\s*$"
+)
+MACHINE = "machine"  # "# on the machine": no namespace
 _PROMPT = re.compile(r"^[$#] ")
 
 
@@ -95,6 +107,8 @@ class Block:
     lineno: int  # README line of the opening fence (1-based)
     text: str  # the block as written
     host: str | None  # NAME from a first line "# on NAME"
+    hosts: tuple[str, ...] = ()  # every NAME of "# on A, B and C[: note]"
+    note: str = ""  # what follows the colon of that line
 
     def commands(self) -> str:
         """The shell script this block stands for (console prompts removed)."""
@@ -128,8 +142,12 @@ def extract(markdown: str, heading: str) -> list[Block]:
             fence = None
             if level is not None:
                 m = _ON.match(body[0].strip()) if body else None
+                many = _ON_MANY.match(body[0].strip()) if body else None
+                hosts = tuple(h for h in re.split(r"\s*(?:,|\band\b)\s*",
+                                                  many.group("hosts")) if h) if many else ()
                 blocks.append(Block(heading, lang, start, "\n".join(body) + "\n",
-                                    m.group(1) if m else None))
+                                    m.group(1) if m else None, hosts,
+                                    (many.group("note") or "") if many else ""))
             continue
         m = _FENCE.match(line)
         if m:
@@ -228,15 +246,19 @@ class Walkthrough:
         """A block's text after substitution (e.g. an ini file to write)."""
         return self.substitute(block.text)
 
-    def namespace_for(self, block: Block) -> str | None:
-        if block.host is None:
+    def namespace_for(self, block: Block, host: str | None = None) -> str | None:
+        """The namespace of ``host`` (one of the block's hosts), else of the block's."""
+        if host is not None and host not in block.hosts:
+            raise WalkthroughError(f"README.md:{block.lineno}: the block is not for {host!r}")
+        name = host if host is not None else block.host
+        if name is None or name == MACHINE:
             return None
-        if block.host in self.hosts:
-            return self.hosts[block.host]
-        if block.host in self.names and self.names[block.host] in self._namespaces:
-            return self.names[block.host]
+        if name in self.hosts:
+            return self.hosts[name]
+        if name in self.names and self.names[name] in self._namespaces:
+            return self.names[name]
         raise WalkthroughError(
-            f"README.md:{block.lineno}: '# on {block.host}' names no host the test mapped"
+            f"README.md:{block.lineno}: '# on {name}' names no host the test mapped"
         )
 
     def block(self, containing: str) -> Block:
@@ -249,19 +271,20 @@ class Walkthrough:
         return found[0]
 
     # -- running ----------------------------------------------------------
-    def _argv(self, block: Block) -> tuple[list[str], str | None, str]:
+    def _argv(self, block: Block, host: str | None) -> tuple[list[str], str | None, str]:
         if block.lang not in SHELL_LANGS:
             raise WalkthroughError(f"README.md:{block.lineno}: a {block.lang!r} block is no script")
-        ns = self.namespace_for(block)
+        ns = self.namespace_for(block, host)
         script = self.substitute(block.commands())
         argv = ["bash", "-e", "-c", script]
         if ns is not None:
             argv = ["ip", "netns", "exec", ns, *argv]
         return argv, ns, script
 
-    def run(self, block: Block, timeout: float = 60) -> Run:
-        """Run a shell block to its end with ``bash -e``; bounded by ``timeout``."""
-        argv, ns, script = self._argv(block)
+    def run(self, block: Block, timeout: float = 60, host: str | None = None) -> Run:
+        """Run a shell block to its end with ``bash -e``; bounded by ``timeout``.
+        ``host``: which of the block's hosts, for a block with several."""
+        argv, ns, script = self._argv(block, host)
         r = Run(block, ns, script)
         start = time.monotonic()
         p = subprocess.Popen(
@@ -281,12 +304,13 @@ class Walkthrough:
         self._log(r)
         return r
 
-    def start(self, block: Block) -> Run:
+    def start(self, block: Block, host: str | None = None) -> Run:
         """Start a shell block in the background (a daemon the README runs in
-        the foreground); the lab kills it.  Its output goes to a log file in
-        the lab's directory, named in ``Run.stdout``."""
-        argv, ns, script = self._argv(block)
-        log = f"{self.id}-{block.lineno}.log"
+        the foreground, or a block that leaves one running with ``&``); the
+        lab kills it.  Its output goes to a log file in the lab's directory,
+        named in ``Run.stdout``."""
+        argv, ns, script = self._argv(block, host)
+        log = f"{self.id}-{block.lineno}{'-' + host if host else ''}.log"
         p = self.lab.popen(None, argv, env=dict(self.env), log=log)
         r = Run(block, ns, script, stdout=str(self.lab.workdir / log), process=p)
         self.runs.append(r)
