@@ -5,6 +5,7 @@ configuration; a refused file changes nothing."""
 from __future__ import annotations
 
 import base64
+import os
 import re
 from pathlib import Path
 
@@ -13,9 +14,9 @@ import pytest
 from wgpy.control.keys import genkey, genpsk
 from wgpy.testing.wgtools import Dev, same_unordered
 
-PRIV = genkey().to_base64()
-PUB = [genkey().public_key().to_base64() for _ in range(3)]
-PSK = genpsk().to_base64()
+PRIV = genkey(os.urandom).to_base64()
+PUB = [genkey(os.urandom).public_key().to_base64() for _ in range(3)]
+PSK = genpsk(os.urandom).to_base64()
 
 GOOD = {
     "full": f"""[Interface]

@@ -110,9 +110,9 @@ def compare(dev: Dev, *args: str, env: dict[str, str] | None = None) -> None:
 
 
 T0 = int(time.time())
-PRIV = genkey()
-PEERS = [genkey().public_key() for _ in range(6)]
-PSK = genpsk()
+PRIV = genkey(os.urandom)
+PEERS = [genkey(os.urandom).public_key() for _ in range(6)]
+PSK = genpsk(os.urandom)
 
 
 def busy_reply() -> str:
@@ -205,9 +205,9 @@ def pair(lab: Lab) -> tuple[Dev, Dev]:
     lab.run(na, "ip addr add 192.168.42.1/24 dev eth0")
     lab.run(nb, "ip addr add 192.168.42.2/24 dev eth0")
     a, b = Dev(lab, na, start_wireguard_go(lab, na)), Dev(lab, nb, start_wireguard_go(lab, nb))
-    ka, kb = genkey(), genkey()
+    ka, kb = genkey(os.urandom), genkey(os.urandom)
     psk = Path(lab.workdir / "psk")
-    psk.write_text(genpsk().to_base64())
+    psk.write_text(genpsk(os.urandom).to_base64())
     for me, key, _other, okey, addr, oaddr, ep in (
         (a, ka, b, kb, "10.42.0.1", "10.42.0.2", "192.168.42.2"),
         (b, kb, a, ka, "10.42.0.2", "10.42.0.1", "192.168.42.1"),
@@ -255,7 +255,8 @@ def test_multi_peer_real_device(dev: Dev, tmp_path: Path) -> None:
     """wireguard-go returns peers in random order: compare peer blocks unordered."""
     args: list[str] = []
     for i in range(4):
-        args += ["peer", genkey().public_key().to_base64(), "allowed-ips", f"10.77.{i}.0/24",
+        pub = genkey(os.urandom).public_key().to_base64()
+        args += ["peer", pub, "allowed-ips", f"10.77.{i}.0/24",
                  "endpoint", f"192.168.77.{i + 1}:{1000 + i}"]
     assert dev.wgpy("set", dev.name, *args)[0] == 0
     for cmd in (("show", dev.name), ("showconf", dev.name)):

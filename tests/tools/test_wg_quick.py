@@ -5,6 +5,7 @@ link-local address normalised)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -50,9 +51,9 @@ def make_ns(lab: Lab) -> str:
 
 
 def configs(hookdir: Path) -> dict[str, str]:
-    priv = genkey().to_base64()
-    peer = genkey().public_key().to_base64()
-    peer2 = genkey().public_key().to_base64()
+    priv = genkey(os.urandom).to_base64()
+    peer = genkey(os.urandom).public_key().to_base64()
+    peer2 = genkey(os.urandom).public_key().to_base64()
     return {
         "basic": f"""[Interface]
 PrivateKey = {priv}
@@ -151,7 +152,7 @@ def test_save_same_file_as_wg_quick(lab: Lab) -> None:
     p = lab.run(ns, [*WGPY, "up", str(ours_path)], check=False, env=ENV)
     assert p.returncode == 0, p.stderr
     lab.run(ns, f"wg set {ifname} listen-port 40123 peer "
-                f"{genkey().public_key().to_base64()} allowed-ips 10.95.0.0/24")
+                f"{genkey(os.urandom).public_key().to_base64()} allowed-ips 10.95.0.0/24")
     # Two peers, random order from wireguard-go: compare blocks unordered.
     assert lab.run(ns, ["wg-quick", "save", str(theirs_path)], check=False).returncode == 0
     p = lab.run(ns, [*WGPY, "save", str(ours_path)], check=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import hmac
-import os
+from collections.abc import Callable
 
 from wgpy.protocol.constants import KEY_LEN, ZERO_KEY
 from wgpy.protocol.crypto import clamp, public_key
@@ -98,11 +98,13 @@ class Key:
     __str__ = __repr__
 
 
-def genkey() -> Key:
-    """A new clamped private key from the OS CSPRNG."""
-    return Key(clamp(os.urandom(KEY_LEN)))
+def genkey(rng: Callable[[int], bytes]) -> Key:
+    """A new private key: 32 bytes of ``rng`` (give it ``secrets.token_bytes``),
+    clamped for X25519.  The randomness is an argument so that this module,
+    which sans-IO code uses for its key helpers, draws none itself."""
+    return Key(clamp(rng(KEY_LEN)))
 
 
-def genpsk() -> Key:
-    """A new preshared key: 32 random bytes, not clamped."""
-    return Key(os.urandom(KEY_LEN))
+def genpsk(rng: Callable[[int], bytes]) -> Key:
+    """A new preshared key: 32 bytes of ``rng``, not clamped."""
+    return Key(rng(KEY_LEN))

@@ -41,6 +41,7 @@ import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
 import dns.rdtypes.IN.SRV
 
+from wgpy.control.keys import Key
 from wgpy.protocol.constants import KEY_LEN
 from wgpy.protocol.events import Endpoint
 
@@ -228,7 +229,7 @@ def address_type(ip: IPAddress) -> dns.rdatatype.RdataType:
 
 def peer_txt(key: bytes, allowed: Iterable[str], nat: NatKind | None) -> list[str]:
     """The strings of a peer's service-instance TXT record (wgsd's, plus ``nat``)."""
-    pub = base64.b64encode(key).decode("ascii")  # as wg(8) prints it
+    pub = Key(key).to_base64()  # as wg(8) prints it
     out = [f"txtvers={TXT_VERSION}", f"pub={pub}", f"allowed={','.join(allowed)}"]
     if nat is not None:
         out.append(f"nat={nat.value}")

@@ -48,14 +48,10 @@ import dns.rrset
 import dns.update
 
 from wgpy.control.endpoint import format_endpoint
+from wgpy.control.keys import Key
 from wgpy.discovery import records
 from wgpy.discovery.records import IPAddress, IPNetwork, Kind, Names, NatKind
 from wgpy.protocol.events import Endpoint
-
-# Not control.keys.Key.short_name: control.keys holds genkey's RNG (os), which
-# this sans-IO module may not import (an import contract); both name the same
-# function.
-from wgpy.protocol.peer import short_name
 
 DEFAULT_TTL = 5
 DEFAULT_LEASE = 600.0
@@ -426,7 +422,7 @@ class Registry:
         if owner is None or owner.public_key != key:
             raise UpdateRefused(
                 dns.rcode.REFUSED,
-                f"source {source.ip} is not in the allowed IPs of {short_name(key)}",
+                f"source {source.ip} is not in the allowed IPs of {Key(key).short_name()}",
             )
         old = self.lan.get(key)
         port = old.port if old else None

@@ -171,7 +171,7 @@ def _run(d: _Demo, impls: tuple[str, str]) -> int:
         d.sh(None, "ip", "link", "set", v, "netns", n, "name", "eth0")
         d.sh(n, "ip", "address", "add", f"{addr}/24", "dev", "eth0")
         d.sh(n, "ip", "link", "set", "eth0", "up")
-    keys = (genkey(), genkey())
+    keys = (genkey(secrets.token_bytes), genkey(secrets.token_bytes))
     for i in (0, 1):
         _start_device(d, ns[i], impls[i], ifs[i])
     for i in (0, 1):

@@ -9,6 +9,7 @@ nothing; errors name the file, the line and the reason.
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 import sys
 from typing import TextIO
@@ -220,7 +221,7 @@ def genkey_main(argv: list[str]) -> int:
         sys.stderr.write(f"Usage: wgpy {cmd}\n")
         return 1
     _warn_world_accessible(sys.stdout)
-    key = genkey() if cmd == "genkey" else genpsk()
+    key = genkey(secrets.token_bytes) if cmd == "genkey" else genpsk(secrets.token_bytes)
     sys.stdout.write(key.to_base64() + "\n")
     return 0
 
