@@ -24,21 +24,11 @@ import sys
 
 from wgpy.protocol import Device
 from wgpy.protocol.constants import REJECT_AFTER_MESSAGES
-from wgpy.testing.memnet import A_IP4, B_IP4, MemNet, Node, ipv4_packet, pair
+from wgpy.testing.memnet import A_IP4, B_IP4, MemNet, Node, established, ipv4_packet
 
 HANDSHAKES = 20
 BATCHES = 40
 BATCH = 64
-
-
-def established() -> tuple[MemNet, Node, Node]:
-    net, a, b = pair(seed=7)
-    net.send(a, ipv4_packet(A_IP4, B_IP4))
-    net.deliver()
-    net.send(b, ipv4_packet(B_IP4, A_IP4))
-    net.deliver()
-    assert a.delivered and b.delivered
-    return net, a, b
 
 
 def _expire(dev: Device) -> None:

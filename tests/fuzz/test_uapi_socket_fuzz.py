@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import time
 from pathlib import Path
 
@@ -21,33 +20,11 @@ from wgpy.control import uapi
 from wgpy.testing import fuzztargets as targets
 from wgpy.testing.fuzz import mutate
 from wgpy.testing.lab import Lab, require
-from wgpy.testing.nodes import start
+from wgpy.testing.nodes import start, uapi_exchange
 
 pytestmark = pytest.mark.netns
 
 RUN = Path("/var/run/wireguard")
-
-
-def exchange(ifname: str, payload: bytes, timeout: float = 2.0) -> bytes:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(RUN / f"{ifname}.sock"))
-        try:
-            s.sendall(payload)
-            s.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        chunks = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                data = s.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not data:
-                break
-            chunks.append(data)
-    return b"".join(chunks)
 
 
 def payloads(r: random.Random, n: int) -> list[bytes]:
@@ -76,13 +53,13 @@ def test_uapi_socket_survives_garbage(lab: Lab) -> None:
     ns = lab.netns("ufz")
     node = start(lab, ns, "wgpyd", extra_env={"LOG_LEVEL": "error"})
     pid = lab.procs[-1].pid
-    uapi.parse_get(exchange(node.ifname, b"get=1\n\n").decode())
+    uapi.parse_get(uapi_exchange(node.ifname, b"get=1\n\n", timeout=2.0).decode())
     fds = fd_count(pid)
     r = random.Random(7)
     t0 = time.monotonic()
     answered = closed = 0
     for i, p in enumerate(payloads(r, 300)):
-        reply = exchange(node.ifname, p)
+        reply = uapi_exchange(node.ifname, p, timeout=2.0)
         if reply:
             answered += 1
             assert reply.endswith(b"\n\n") and b"errno=" in reply, (p[:200], reply[:200])
@@ -90,7 +67,7 @@ def test_uapi_socket_survives_garbage(lab: Lab) -> None:
             closed += 1
         if i % 50 == 49:
             assert Path(f"/proc/{pid}").exists(), "wgpyd died"
-            text = exchange(node.ifname, b"get=1\n\n").decode()
+            text = uapi_exchange(node.ifname, b"get=1\n\n", timeout=2.0).decode()
             assert text.endswith("errno=0\n\n"), text[-200:]
             uapi.parse_get(text)
         assert time.monotonic() - t0 < 90
@@ -106,5 +83,5 @@ def test_non_ascii_digits_get_einval_on_the_socket(lab: Lab) -> None:
     ns = lab.netns("ufz")
     node = start(lab, ns, "wgpyd", extra_env={"LOG_LEVEL": "error"})
     for line in ("listen_port=\u00b2", "fwmark=\u00b3", "listen_port=\u0661\u0662"):
-        reply = exchange(node.ifname, f"set=1\n{line}\n\n".encode())
+        reply = uapi_exchange(node.ifname, f"set=1\n{line}\n\n".encode())
         assert reply == b"errno=-22\n\n", (line, reply)

@@ -17,8 +17,19 @@ from wgpy.protocol import DropReason, SendDatagram
 from wgpy.protocol import messages as m
 from wgpy.protocol.constants import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
 from wgpy.protocol.replay import WINDOW_SIZE
-from wgpy.testing.attacks import established, snapshot, transport
-from wgpy.testing.memnet import A_EP, A_IP4, B_EP, B_IP4, MemNet, Node, ipv4_packet, pair, wires
+from wgpy.testing.attacks import snapshot, transport
+from wgpy.testing.memnet import (
+    A_EP,
+    A_IP4,
+    B_EP,
+    B_IP4,
+    MemNet,
+    Node,
+    established,
+    ipv4_packet,
+    pair,
+    wires,
+)
 
 
 def _replay(net: MemNet, dst: Node, src: Node, data: bytes) -> list[object]:

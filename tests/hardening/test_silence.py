@@ -20,13 +20,12 @@ from wgpy.protocol import messages as m
 from wgpy.protocol.constants import RATELIMIT_TABLE_MAX
 from wgpy.protocol.crypto import clamp, public_key
 from wgpy.testing.attacks import (
-    established,
     junk_initiation,
     open_cookie_reply,
     snapshot,
     transport,
 )
-from wgpy.testing.memnet import A_IP4, B_IP4, MemNet, Node, ipv4_packet, wires
+from wgpy.testing.memnet import A_IP4, B_IP4, MemNet, Node, established, ipv4_packet, wires
 
 Case = Callable[[MemNet, Node, Node], bytes]
 

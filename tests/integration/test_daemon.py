@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import stat
 import subprocess
 import time
@@ -12,30 +11,11 @@ from pathlib import Path
 import pytest
 
 from wgpy.testing.lab import Lab, require
-from wgpy.testing.nodes import connect, ping, start, two_hosts, wgpyd_argv
+from wgpy.testing.nodes import connect, ping, start, two_hosts, uapi_exchange, wgpyd_argv
 
 pytestmark = pytest.mark.netns
 
 RUN = Path("/var/run/wireguard")
-
-
-def uapi(ifname: str, payload: bytes, timeout: float = 5) -> bytes:
-    """Send raw bytes to a UAPI socket and read until the peer closes or goes quiet."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(RUN / f"{ifname}.sock"))
-        s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            try:
-                data = s.recv(65536)
-            except TimeoutError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-    return b"".join(chunks)
 
 
 def test_socket_permissions_and_refusing_a_second_instance(lab: Lab) -> None:
@@ -101,31 +81,31 @@ def test_uapi_contract(lab: Lab) -> None:
     node = start(lab, ns, "wgpyd")
     ifn = node.ifname
     # Empty connections and garbage are survived.
-    assert uapi(ifn, b"") == b""
-    assert uapi(ifn, b"hello\n") == b""
-    assert uapi(ifn, b"\x00\xff" * 100) == b""
-    before = uapi(ifn, b"get=1\n\n")
+    assert uapi_exchange(ifn, b"") == b""
+    assert uapi_exchange(ifn, b"hello\n") == b""
+    assert uapi_exchange(ifn, b"\x00\xff" * 100) == b""
+    before = uapi_exchange(ifn, b"get=1\n\n")
     assert before.startswith(b"private_key=") and before.endswith(b"errno=0\n\n")
     # Several requests on one connection.
-    two = uapi(ifn, b"get=1\n\nget=1\n\n")
+    two = uapi_exchange(ifn, b"get=1\n\nget=1\n\n")
     assert two == before + before
     # A bad line gets errno=-22 and changes nothing, even after good lines.
     peer = "a" * 64
     bad = (f"set=1\nlisten_port=40000\npublic_key={peer}\nallowed_ip=10.1.0.0/16\n"
            "persistent_keepalive_interval=notanumber\n\n").encode()
-    assert uapi(ifn, bad) == b"errno=-22\n\n"
-    assert uapi(ifn, b"get=1\n\n") == before
+    assert uapi_exchange(ifn, bad) == b"errno=-22\n\n"
+    assert uapi_exchange(ifn, b"get=1\n\n") == before
     for line in ("listen_port=70000", "private_key=zz", "bogus_key=1", "fwmark=-1",
                  f"public_key={peer}\nendpoint=nonsense",
                  f"public_key={peer}\nallowed_ip=1.2.3.4/33",
                  f"public_key={peer}\nprotocol_version=2", "replace_peers=false"):
-        assert uapi(ifn, f"set=1\n{line}\n\n".encode()) == b"errno=-22\n\n", line
-    assert uapi(ifn, b"get=1\n\n") == before
+        assert uapi_exchange(ifn, f"set=1\n{line}\n\n".encode()) == b"errno=-22\n\n", line
+    assert uapi_exchange(ifn, b"get=1\n\n") == before
     # The same request without the bad line applies, in one piece.
     good = (f"set=1\nlisten_port=40000\npublic_key={peer}\nallowed_ip=10.1.0.0/16\n"
             "persistent_keepalive_interval=25\n\n").encode()
-    assert uapi(ifn, good) == b"errno=0\n\n"
-    after = uapi(ifn, b"get=1\n\n").decode()
+    assert uapi_exchange(ifn, good) == b"errno=0\n\n"
+    after = uapi_exchange(ifn, b"get=1\n\n").decode()
     assert "listen_port=40000" in after and f"public_key={peer}" in after
     assert "allowed_ip=10.1.0.0/16" in after and "persistent_keepalive_interval=25" in after
     # The order of keys is wireguard-go's.
@@ -146,9 +126,9 @@ def test_port_in_use_is_reported_and_changes_nothing(lab: Lab) -> None:
     holder = lab.popen(ns, "python3 -c 'import socket,time; s=socket.socket(socket.AF_INET,"
                        "socket.SOCK_DGRAM); s.bind((\"0.0.0.0\",41001)); time.sleep(60)'")
     lab.wait_for("port holder", lambda: "41001" in lab.run(ns, "ss -lun").stdout)
-    assert uapi(node.ifname, b"set=1\nlisten_port=41001\nfwmark=5\n\n") == b"errno=-98\n\n"
-    assert "listen_port=41000" in uapi(node.ifname, b"get=1\n\n").decode()
-    assert "fwmark" not in uapi(node.ifname, b"get=1\n\n").decode()
+    assert uapi_exchange(node.ifname, b"set=1\nlisten_port=41001\nfwmark=5\n\n") == b"errno=-98\n\n"
+    assert "listen_port=41000" in uapi_exchange(node.ifname, b"get=1\n\n").decode()
+    assert "fwmark" not in uapi_exchange(node.ifname, b"get=1\n\n").decode()
     holder.kill()
 
 

@@ -5,30 +5,17 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
 from wgpy.io.uapi_server import MAX_REQUEST_BYTES
 from wgpy.testing.lab import Lab, require
-from wgpy.testing.nodes import start
+from wgpy.testing.nodes import start, uapi_exchange
 
 pytestmark = pytest.mark.netns
 
 RUN = Path("/var/run/wireguard")
-
-
-def exchange(ifname: str, payload: bytes, timeout: float = 20) -> bytes:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(RUN / f"{ifname}.sock"))
-        s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := s.recv(1 << 16):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def test_a_set_over_the_byte_bound_is_refused_whole(lab: Lab) -> None:
@@ -38,11 +25,11 @@ def test_a_set_over_the_byte_bound_is_refused_whole(lab: Lab) -> None:
     peer = "c" * 64
     line = b"allowed_ip=10.1.2.3/32\n"
     body = b"public_key=" + peer.encode() + b"\n" + line * (MAX_REQUEST_BYTES // len(line))
-    assert exchange(node.ifname, b"set=1\n" + body + b"\n") == b"errno=-22\n\n"
-    assert peer not in exchange(node.ifname, b"get=1\n\n").decode()  # nothing applied
+    assert uapi_exchange(node.ifname, b"set=1\n" + body + b"\n", timeout=20) == b"errno=-22\n\n"
+    assert peer not in uapi_exchange(node.ifname, b"get=1\n\n").decode()  # nothing applied
     # Under the bound, the same kind of request is applied.
     small = b"public_key=" + peer.encode() + b"\n" + line
-    assert exchange(node.ifname, b"set=1\n" + small + b"\n") == b"errno=0\n\n"
+    assert uapi_exchange(node.ifname, b"set=1\n" + small + b"\n") == b"errno=0\n\n"
     assert node.wg(f"show {node.ifname} allowed-ips").stdout.split()[1] == "10.1.2.3/32"
     assert "Traceback" not in node.logtext()
 
@@ -85,7 +72,7 @@ def test_bad_lines_with_keys_are_refused_and_never_logged(lab: Lab) -> None:
         (f"public_key={peer}\n{b64}:51820", -22),
     ]
     for lines, code in cases:
-        reply = exchange(node.ifname, f"set=1\n{lines}\n\n".encode())
+        reply = uapi_exchange(node.ifname, f"set=1\n{lines}\n\n".encode())
         assert reply == f"errno={code}\n\n".encode(), (lines, reply)
     log = node.logtext()
     assert log.count("UAPI set: line") == len(cases), log

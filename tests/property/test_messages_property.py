@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wgpy.protocol import messages
-from wgpy.testing.memnet import A_EP, A_IP4, B_EP, B_IP4, MemNet, Node, ipv4_packet, pair
+from wgpy.testing.memnet import A_EP, B_EP, established
 
 SIZES = [0, 1, 3, 4, 31, 32, 63, 64, 65, 91, 92, 93, 147, 148, 149]
 
@@ -56,17 +56,7 @@ def test_reserved_bytes_must_be_zero() -> None:
     assert messages.parse(b"\x04\x00\x00\x00" + bytes(28)) is not None
 
 
-def _established() -> tuple[MemNet, Node, Node]:
-    net, a, b = pair(seed=77)
-    net.send(a, ipv4_packet(A_IP4, B_IP4))
-    net.deliver()
-    net.send(b, ipv4_packet(B_IP4, A_IP4))
-    net.deliver()
-    assert a.delivered and b.delivered
-    return net, a, b
-
-
-_NET = _established()
+_NET = established(77)
 _REAL = [w.data for w in _NET[0].sent]
 
 

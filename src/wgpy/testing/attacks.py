@@ -19,7 +19,6 @@ from wgpy.protocol.constants import LABEL_COOKIE, LABEL_MAC1
 from wgpy.protocol.crypto import hash_, mac, nonce, xaead_decrypt
 from wgpy.protocol.keypair import Keypair
 from wgpy.protocol.messages import padded_length
-from wgpy.testing.memnet import A_IP4, B_IP4, MemNet, Node, ipv4_packet, pair
 
 
 def junk_initiation(responder_public: bytes, sender: int | None = None,
@@ -59,17 +58,6 @@ def transport(kp: Keypair, counter: int, packet: bytes, mtu: int = 1420) -> byte
     padded = packet + bytes(padded_length(len(packet), mtu) - len(packet))
     return m.TransportHeader.pack(kp.remote_index, counter) + kp.send.encrypt(
         nonce(counter), padded, None)
-
-
-def established(seed: int = 7) -> tuple[MemNet, Node, Node]:
-    """a and b with a confirmed session both ways (a initiated)."""
-    net, a, b = pair(seed)
-    net.send(a, ipv4_packet(A_IP4, B_IP4, b"ping"))
-    net.deliver()
-    net.send(b, ipv4_packet(B_IP4, A_IP4, b"pong"))
-    net.deliver()
-    assert len(b.delivered) == 1 and len(a.delivered) == 1
-    return net, a, b
 
 
 def snapshot(dev: Device) -> dict[str, object]:

@@ -48,9 +48,9 @@ from wgpy.testing.memnet import (
     B_IP4,
     MemNet,
     Node,
+    established,
     ipv4_packet,
     ipv6_packet,
-    pair,
 )
 
 if TYPE_CHECKING:
@@ -103,11 +103,7 @@ class _World:
 
 
 def _established() -> tuple[MemNet, Node, Node, Keypair]:
-    net, a, b = pair(1234)
-    net.send(a, ipv4_packet(A_IP4, B_IP4, b"hello"))
-    net.deliver()
-    net.send(b, ipv4_packet(B_IP4, A_IP4, b"hello"))
-    net.deliver()
+    net, a, b = established(1234)
     kp = a.device.peers[b.public].keypairs.current
     assert kp is not None
     # b keeps accepting this session; _seal uses it with counters of its own.

@@ -209,6 +209,17 @@ INIT, RESP, COOKIE, DATA = (
 )
 
 
+def established(seed: int = 7) -> tuple[MemNet, Node, Node]:
+    """a and b with a confirmed session both ways (a initiated)."""
+    net, a, b = pair(seed)
+    net.send(a, ipv4_packet(A_IP4, B_IP4, b"ping"))
+    net.deliver()
+    net.send(b, ipv4_packet(B_IP4, A_IP4, b"pong"))
+    net.deliver()
+    assert len(b.delivered) == 1 and len(a.delivered) == 1
+    return net, a, b
+
+
 def p4(src: str, dst: str, n: int = 20) -> bytes:
     """An IPv4 packet of ``n`` payload bytes, each ``n`` (sizes tell packets apart)."""
     return ipv4_packet(src, dst, bytes([n & 0xFF]) * n)

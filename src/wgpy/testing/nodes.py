@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,3 +132,27 @@ def ping(lab: Lab, ns: str, target: str, count: int = 3, check: bool = True,
     if check and p.returncode != 0:
         raise AssertionError(f"ping {target} from {ns} failed:\n{p.stdout}{p.stderr}")
     return p.returncode == 0
+
+
+def uapi_exchange(ifname: str, payload: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes to a device's UAPI socket, half-close, and return what comes
+    back until the device closes, resets, or ``timeout`` seconds pass."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(Path("/var/run/wireguard") / f"{ifname}.sock"))
+        try:
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the device refused mid-request: read what it answered
+        chunks = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = s.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not data:
+                break
+            chunks.append(data)
+    return b"".join(chunks)
