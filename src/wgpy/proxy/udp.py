@@ -10,7 +10,8 @@ a control message; the flow then opens
 * ``up``: connected to the chosen origin.
 
 All sockets are read with ``loop.add_reader`` and drained in bounded
-batches (``DatagramProtocol`` costs ~25 µs per datagram here).  A send that
+batches (``DatagramProtocol``'s per-datagram callbacks cost far more than a
+drained batch: see docs/performance.md).  A send that
 would block drops the datagram and counts it: UDP queues never grow.
 Flows end after ``UdpIdleTimeout`` without traffic.
 """
