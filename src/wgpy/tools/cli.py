@@ -8,7 +8,7 @@ message instead of breaking every other command.  ``wgpy`` alone runs
 
 Two calling conventions exist: wg-style commands get ``argv`` starting with
 the subcommand name (``["show", "wg0"]``); the others (``registry``,
-``discover``, ``proxy``, ``demo``, wg-quick's) get only what follows it.
+``discover``, ``proxy``, ``ui``, ``demo``, wg-quick's) get only what follows it.
 """
 
 from __future__ import annotations
@@ -67,6 +67,9 @@ COMMANDS: dict[str, Command] = {
                         "Publishes this interface and finds its peers' endpoints", False),
     "proxy": Command("wgpy.proxy.cli:main",
                      "Runs the any-port transparent proxy", False),
+    "ui": Command("wgpy.ui.cli:main",
+                  "Serves a web console for WireGuard servers (peers, QR codes, traffic)",
+                  False),
 }
 
 
