@@ -142,9 +142,15 @@ def _uncomment(line: str) -> str:
     return line[2:] if line.startswith("#~") else line
 
 
+def _trailing(line: str) -> bool:
+    text = line.strip()
+    return not text or text.startswith("#")
+
+
 def _block(lines: list[str], start: int, end: int, enabled: bool, path: Path) -> PeerBlock:
-    # A trailing run of blank lines separates blocks; it belongs to neither.
-    while end - 1 > start and not lines[end - 1].strip():
+    # A block ends at its last setting: blank lines and comments after it
+    # (often about the next peer) belong to what follows.
+    while end - 1 > start and _trailing(lines[end - 1] if enabled else _uncomment(lines[end - 1])):
         end -= 1
     body = [(n + 1, lines[n] if enabled else _uncomment(lines[n])) for n in range(start, end)]
     if not enabled:
