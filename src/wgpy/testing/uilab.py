@@ -12,6 +12,7 @@ chromedriver with the flags a root, offline, headless run needs.
 from __future__ import annotations
 
 import contextlib
+import html
 import re
 import shutil
 import socket
@@ -147,7 +148,8 @@ class Browserless:
         return self.submit("/login", password=password)
 
     def flashes(self) -> list[str]:
-        return [re.sub(r"\s+", " ", m) for m in re.findall(
+        """The page's messages, as text (the outcome of a change comes first)."""
+        return [html.unescape(re.sub(r"\s+", " ", m)) for m in re.findall(
             r'<p class="flash[^"]*"[^>]*>(.*?)</p>', self.page, re.S)]
 
 
