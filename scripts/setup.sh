@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(wireguard-go wireguard-tools iperf3 iproute2 iputils-ping nftables iptables
-      bind9-dnsutils curl netcat-openbsd conntrack procps kmod tshark)
+      bind9-dnsutils curl netcat-openbsd conntrack procps kmod tshark
+      chromium chromium-driver zbar-tools)  # wgpy ui's browser test
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -12,41 +12,16 @@ import pytest
 
 from wgpy.control.config import parse_quick_config
 from wgpy.testing.lab import Lab, require
-from wgpy.testing.nodes import launch, ping, start, two_hosts
-from wgpy.testing.uilab import Browserless, console_app, server_config
+from wgpy.testing.nodes import ping, start
+from wgpy.testing.uilab import Browserless, LabServer, console_app
 from wgpy.ui.store import Store
 
 pytestmark = pytest.mark.netns
 
 
-class Server:
-    def __init__(self, lab: Lab) -> None:
-        self.lab = lab
-        self.srv, self.cli = two_hosts(lab)
-        self.ifname = lab.wg_name()
-        self.conf = lab.workdir / f"{self.ifname}.conf"
-
-    def up(self, peers: str = "") -> None:
-        self.conf.write_text(server_config(peers=peers))
-        launch(self.lab, self.srv, self.ifname)
-        qc = parse_quick_config(self.conf.read_text(), self.conf, self.ifname)
-        stripped = self.lab.workdir / "stripped.conf"
-        stripped.write_text(qc.stripped())
-        self.lab.run(self.srv, f"wg setconf {self.ifname} {stripped}")
-        self.lab.run(self.srv, f"ip addr add 10.66.0.1/24 dev {self.ifname} && "
-                               f"ip link set {self.ifname} up")
-
-    def wg(self, what: str) -> str:
-        return self.lab.run(self.srv, f"wg show {self.ifname} {what}").stdout
-
-    def handshakes(self) -> dict[str, int]:
-        return {k: int(v) for k, v in (line.split() for line in self.wg(
-            "latest-handshakes").splitlines())}
-
-
 def test_changes_reach_the_device_and_spare_other_sessions(lab: Lab) -> None:
     require("wg", "wireguard-go")
-    s = Server(lab)
+    s = LabServer(lab)
     node = start(lab, s.cli, "wgpyd", "10.66.0.2/24", port=51000)  # its session must survive
     s.up(f"\n[Peer]\n# Name = laptop\nPublicKey = {node.public}\nAllowedIPs = 10.66.0.2/32\n")
     server_pub = parse_quick_config(s.conf.read_text(), s.conf, s.ifname).device.private_key
@@ -118,7 +93,7 @@ def test_changes_reach_the_device_and_spare_other_sessions(lab: Lab) -> None:
 
 def test_a_device_that_disappears(lab: Lab) -> None:
     require("wg", "wireguard-go")
-    s = Server(lab)
+    s = LabServer(lab)
     s.up()
     with console_app(lab.workdir, [s.conf]) as (url, _):
         b = Browserless(url)

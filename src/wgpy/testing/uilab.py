@@ -26,7 +26,10 @@ from typing import Any
 import httpx
 import uvicorn
 
+from wgpy.control.config import parse_quick_config
 from wgpy.control.keys import genkey
+from wgpy.testing.lab import Lab
+from wgpy.testing.nodes import launch, two_hosts
 from wgpy.ui import auth
 from wgpy.ui.app import Settings, create_app
 from wgpy.ui.clientconf import ClientSettings
@@ -42,6 +45,37 @@ def server_config(address: str = "10.66.0.1/24", port: int = 51820, peers: str =
     """A server's wg-quick file with a fresh key (and the given peer blocks)."""
     return (f"[Interface]\n# the lab's server\nPrivateKey = {genkey().to_base64()}\n"
             f"Address = {address}\nListenPort = {port}\n{peers}")
+
+
+class LabServer:
+    """A WireGuard server in a lab namespace, configured from a wg-quick file the
+    console manages: ``srv`` (10.77.0.1, tunnel 10.66.0.1/24) and a second
+    namespace ``cli`` (10.77.0.2) on one veth, for clients."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.srv, self.cli = two_hosts(lab)
+        self.ifname = lab.wg_name()
+        self.conf = lab.workdir / f"{self.ifname}.conf"
+
+    def up(self, peers: str = "", impl: str | None = None) -> None:
+        """Write the file, start the device (``device_under_test()``) and apply it."""
+        self.conf.write_text(server_config(peers=peers))
+        self.conf.chmod(0o600)
+        launch(self.lab, self.srv, self.ifname, impl)
+        qc = parse_quick_config(self.conf.read_text(), self.conf, self.ifname)
+        stripped = self.lab.workdir / f"{self.ifname}.stripped"
+        stripped.write_text(qc.stripped())
+        self.lab.run(self.srv, f"wg setconf {self.ifname} {stripped}")
+        self.lab.run(self.srv, f"ip addr add 10.66.0.1/24 dev {self.ifname} && "
+                               f"ip link set {self.ifname} up")
+
+    def wg(self, what: str) -> str:
+        return self.lab.run(self.srv, f"wg show {self.ifname} {what}").stdout
+
+    def handshakes(self) -> dict[str, int]:
+        return {k: int(v) for k, v in (line.split() for line in self.wg(
+            "latest-handshakes").splitlines())}
 
 
 def set_password(state: Path, password: str = PASSWORD) -> Path:
@@ -158,7 +192,7 @@ def have_chromium() -> bool:
 
 
 def chromium(profile: Path, javascript: bool = True, downloads: Path | None = None,
-             size: tuple[int, int] = (1100, 760)) -> Any:
+             size: tuple[int, int] = (1100, 900)) -> Any:
     """Headless Chromium (Debian's) driven by its chromedriver; quit it when done."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

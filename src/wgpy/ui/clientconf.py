@@ -64,11 +64,15 @@ def qr_svg(text: str) -> str:
     """The QR code of ``text`` as an inline SVG element (no XML declaration).
 
     Error correction M, as the WireGuard apps' own exports use; a config of
-    about 300 bytes fits in a version 10 symbol, which a phone reads from a
-    screen easily at the scale chosen here.
+    about 300 bytes needs a version 13 symbol (69 modules), drawn 5 pixels a
+    module, which a phone reads from a screen easily.
     """
     qr = segno.make(text, error="m", micro=False)
     out = io.BytesIO()
-    qr.save(out, kind="svg", scale=5, border=4, xmldecl=False, svgns=True,
+    qr.save(out, kind="svg", scale=5, border=4, xmldecl=False, svgns=True, omitsize=True,
             title="WireGuard configuration", dark="#000", light="#fff")
-    return out.getvalue().decode()
+    # A viewBox (omitsize) lets a narrow screen shrink the code without
+    # cropping it; the natural size keeps whole pixels per module elsewhere.
+    width, height = qr.symbol_size(scale=5, border=4)
+    return out.getvalue().decode().replace(
+        "<svg ", f'<svg width="{width}" height="{height}" shape-rendering="crispEdges" ', 1)

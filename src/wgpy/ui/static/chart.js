@@ -18,7 +18,11 @@
     const w = box.width, h = box.height;
     while (svg.firstChild) svg.removeChild(svg.firstChild);
     const pts = data.points;
-    const t1 = data.now, t0 = t1 - data.window;
+    const t1 = data.now;
+    // A young history fills the chart rather than a sliver of its right edge.
+    const minSpan = Math.max(20 * data.interval, 20);
+    let t0 = t1 - data.window;
+    if (pts.length) t0 = Math.max(t0, Math.min(pts[0][0] - data.interval, t1 - minSpan));
     let max = 1;
     for (const p of pts) max = Math.max(max, p[1], p[2]);
     for (const [i, cls] of [[1, "rx"], [2, "tx"]]) {
@@ -43,7 +47,8 @@
         const single = root.tagName.toLowerCase() === "svg";
         for (const slug in json.peers) {
           const peer = json.peers[slug];
-          const data = { points: peer.points, now: json.now, window: json.window };
+          const data = { points: peer.points, now: json.now, window: json.window,
+                         interval: json.interval };
           const scope = single ? document : root.querySelector('[data-peer="' + slug + '"]');
           if (!scope) continue;
           const svg = single ? root : scope.querySelector("svg.chart");
