@@ -125,6 +125,12 @@ class Web:
     def who(self, request: Request) -> str:
         return f"admin@{request.client.host if request.client else '?'}"
 
+    def _audit(self, request: Request, message: str) -> None:
+        """Log an access to a client's private key (not a change, but worth a line)."""
+        who = self.who(request)
+        LOG.info("%s: %s", who, message)
+        self.console.store.log(time.time(), who, message)
+
     def _same_origin(self, request: Request) -> bool:
         """A browser that names the site a POST comes from must name this one.
 
@@ -268,6 +274,7 @@ class Web:
         cfg = await run_in_threadpool(self.console.client_config, name, key,
                                       request.url.hostname)
         peer = await run_in_threadpool(self.console.peer, name, key)
+        self._audit(request, f"{name}: showed the QR code of {key}")
         text = cfg.text()
         return self.render(request, "qr.html", view_name=name, peer=peer, svg=qr_svg(text),
                            text=text, endpoint_warning=self._endpoint_warning(request))
@@ -278,7 +285,7 @@ class Web:
         cfg = await run_in_threadpool(self.console.client_config, name, key,
                                       request.url.hostname)
         peer = await run_in_threadpool(self.console.peer, name, key)
-        LOG.info("%s: %s: downloaded the configuration of %s", self.who(request), name, key)
+        self._audit(request, f"{name}: downloaded the configuration of {key}")
         return _attachment(cfg.text(), peer.name or name)
 
     async def log_page(self, request: Request) -> Response:
