@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,8 +17,9 @@ from wgpy.ui.clientconf import ClientConfig, ClientSettings, format_endpoint_hos
 
 
 def sample() -> ClientConfig:
-    return ClientConfig(genkey(), ["10.8.0.2/32", "fd00:8::2/128"], genkey().public_key(),
-                        "vpn.example.com:51820", genpsk(),
+    return ClientConfig(genkey(secrets.token_bytes), ["10.8.0.2/32", "fd00:8::2/128"],
+                        genkey(secrets.token_bytes).public_key(),
+                        "vpn.example.com:51820", genpsk(secrets.token_bytes),
                         ClientSettings(dns=("10.8.0.1",), persistent_keepalive=25))
 
 

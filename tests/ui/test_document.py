@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,9 @@ from wgpy.protocol.errors import ConfigError
 from wgpy.ui import document
 
 PATH = Path("/etc/wireguard/wg0.conf")
-PRIV = genkey().to_base64()
-K1 = genkey().public_key().to_base64()
-K2 = genkey().public_key().to_base64()
+PRIV = genkey(secrets.token_bytes).to_base64()
+K1 = genkey(secrets.token_bytes).public_key().to_base64()
+K2 = genkey(secrets.token_bytes).public_key().to_base64()
 
 TEXT = f"""# written by hand
 [Interface]
@@ -50,7 +51,7 @@ def test_parse_peers() -> None:
 
 def test_add_peer_appends_a_block_and_keeps_every_line() -> None:
     doc = parse(TEXT)
-    pub, psk = genkey().public_key(), genpsk()
+    pub, psk = genkey(secrets.token_bytes).public_key(), genpsk(secrets.token_bytes)
     new = document.add_peer(doc, "alice phone", pub, psk, ["10.8.0.4/32"])
     assert new.startswith(TEXT)
     assert new[len(TEXT):] == (f"\n[Peer]\n# Name = alice phone\nPublicKey = {pub.to_base64()}\n"
@@ -90,8 +91,8 @@ def test_remove_and_rename() -> None:
 
 def test_names_with_markup_stay_a_comment_and_bad_names_are_refused() -> None:
     doc = parse(TEXT)
-    text = document.add_peer(doc, "<script>alert(1)</script>", genkey().public_key(), None,
-                             ["10.8.0.9/32"])
+    text = document.add_peer(doc, "<script>alert(1)</script>",
+                             genkey(secrets.token_bytes).public_key(), None, ["10.8.0.9/32"])
     assert parse(text).peers[-1].name == "<script>alert(1)</script>"
     for bad, why in (("", "required"), ("a\nPublicKey = x", "line break"), ("x" * 65, "64")):
         with pytest.raises(ValueError, match=why):

@@ -9,6 +9,7 @@ import datetime
 import html
 import os
 import re
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -396,7 +397,7 @@ def test_help() -> None:
 def test_names_in_urls_are_keys() -> None:
     from wgpy.ui.console import ConsoleError, key_from_slug, key_slug
 
-    k = genkey().public_key().to_base64()
+    k = genkey(secrets.token_bytes).public_key().to_base64()
     assert key_from_slug(key_slug(k)) == k and "/" not in key_slug(k) and "+" not in key_slug(k)
     with pytest.raises(ConsoleError):
         key_from_slug("../../etc/passwd")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import html
 import re
+import secrets
 import shutil
 import socket
 import threading
@@ -43,7 +44,8 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 
 def server_config(address: str = "10.66.0.1/24", port: int = 51820, peers: str = "") -> str:
     """A server's wg-quick file with a fresh key (and the given peer blocks)."""
-    return (f"[Interface]\n# the lab's server\nPrivateKey = {genkey().to_base64()}\n"
+    key = genkey(secrets.token_bytes).to_base64()
+    return (f"[Interface]\n# the lab's server\nPrivateKey = {key}\n"
             f"Address = {address}\nListenPort = {port}\n{peers}")
 
 

@@ -252,7 +252,7 @@ class Console:
             except (ValueError, PoolError) as e:
                 raise ConsoleError(f"cannot create a client on {name}: {e}") from None
             self._server_key(name, doc)  # fail before anything is written
-            private, psk = genkey(), genpsk()
+            private, psk = genkey(secrets.token_bytes), genpsk(secrets.token_bytes)
             public = private.public_key()
             text = document.add_peer(doc, peer_name, public, psk, addresses)
             rec = ClientRecord(name, public.to_base64(), private.to_base64(), self.clock(),
