@@ -21,7 +21,7 @@ import pytest
 from wgpy.control.config import parse_quick_config
 from wgpy.control.keys import genkey
 from wgpy.testing.uilab import PASSWORD, Browserless, console_app, server_config, set_password
-from wgpy.ui.cli import listen_address
+from wgpy.ui.cli import _parser, listen_address
 from wgpy.ui.console import Console
 
 
@@ -376,6 +376,7 @@ def test_the_command_refuses_unsafe_starts(tmp_path: Path) -> None:
     assert p.returncode == 1 and p.stderr.startswith(f"wgpy ui: cannot use --tls-cert {conf}")
     p = wgpy("ui", "-i", str(tmp_path / "nothere.conf"), state=tmp_path / "s")
     assert p.returncode == 1 and "does not exist" in p.stderr
+    assert _parser().parse_args([]).listen == "127.0.0.1:51821"  # loopback unless told
     assert listen_address("0.0.0.0:8443", tls=False, insecure=True) == ("0.0.0.0", 8443)
     assert listen_address("[::]:443", tls=True, insecure=False) == ("::", 443)
     assert listen_address("[::1]:51821", tls=False, insecure=False) == ("::1", 51821)
