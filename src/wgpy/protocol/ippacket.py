@@ -32,14 +32,25 @@ _ICMPV6_MAX: Final = 1280
 _ICMP_ERRORS: Final = frozenset({3, 4, 5, 11, 12})
 
 
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of ``data``."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+def checksum(*chunks: bytes | bytearray | memoryview, start: int = 0) -> int:
+    """The Internet checksum (RFC 1071) of the chunks laid end to end (every
+    chunk but the last of even length: a pseudo-header, then a segment).
+
+    Summed as one big integer: the ones' complement sum of 16-bit words is the
+    number modulo 0xFFFF (2**16 = 1 mod 0xFFFF), which ``int.from_bytes`` and
+    ``%`` compute in C, not a Python loop per word.  A packet that carries its
+    checksum sums to 0 (``checksum(pseudo, segment) == 0`` verifies it).
+    ``start`` is a partial sum carried in (e.g. ``int.from_bytes`` of a
+    pseudo-header's addresses plus its protocol and length)."""
+    total = start
+    for chunk in chunks:
+        n = int.from_bytes(chunk, "big")
+        total += n << 8 if len(chunk) & 1 else n
+    folded = total % 0xFFFF
+    if folded:
+        return 0xFFFF - folded
+    # 0 and 0xFFFF are both zero in ones' complement: only all-zero data sums to 0.
+    return 0 if total else 0xFFFF
 
 
 def _answerable_v4(packet: bytes) -> bool:
