@@ -68,7 +68,10 @@ class UdpBind:
             for s in bind.sockets():
                 s.setblocking(False)
                 _raise_buffers(s)
-            bind.set_fwmark(fwmark)
+            if fwmark:
+                # A new socket has mark 0, and SO_MARK needs CAP_NET_ADMIN even to
+                # set 0: an unprivileged user (wgpy.userspace) never sets it.
+                bind.set_fwmark(fwmark)
             return bind
         raise OSError(errno.EADDRINUSE, "no free port for both IPv4 and IPv6")
 

@@ -172,6 +172,10 @@ class TcpConnection:
         self.ka_at: float | None = None
         self.close_at: float | None = None  # TIME_WAIT, or an orphaned FIN_WAIT_2
         self._ka_probes = 0
+        self.keepalive = config.keepalive
+        self.keepalive_idle = config.keepalive_idle
+        self.keepalive_interval = config.keepalive_interval
+        self.keepalive_probes = config.keepalive_probes
         self.deadline: float | None = None
         self.scheduled: float | None = None  # the stack's: the deadline its timer heap holds
 
@@ -234,6 +238,17 @@ class TcpConnection:
             del self.rcvbuf[:n]
             self._maybe_window_update(now)
         return n
+
+    def set_keepalive(self, enabled: bool, now: float, idle: float | None = None,
+                      interval: float | None = None, probes: int | None = None) -> None:
+        """Turn keepalive probes (RFC 9293 3.8.4) on or off for this connection."""
+        self.keepalive = enabled
+        self.keepalive_idle = idle if idle is not None else self.keepalive_idle
+        self.keepalive_interval = interval if interval is not None else self.keepalive_interval
+        self.keepalive_probes = probes if probes is not None else self.keepalive_probes
+        self._ka_probes = 0
+        self.ka_at = now + self.keepalive_idle if enabled and self.established else None
+        self._update_deadline()
 
     def shutdown(self, now: float) -> None:
         """No more data from us: a FIN follows what is queued (half-close)."""
@@ -325,9 +340,9 @@ class TcpConnection:
                 if right == rcv_nxt and flags & ACK and seq == rcv_nxt:
                     self._on_ack(seg, seq, now)  # a zero window still takes ACKs
             return
-        if self.config.keepalive:
+        if self.keepalive:
             self._ka_probes = 0
-            self.ka_at = now + self.config.keepalive_idle
+            self.ka_at = now + self.keepalive_idle
         # 2. RST (RFC 5961 3.2: only an exact one resets; others are challenged)
         if flags & RST:
             if seq != rcv_nxt:
@@ -449,8 +464,8 @@ class TcpConnection:
 
     def _established(self, now: float) -> None:
         self.state = State.ESTABLISHED
-        if self.config.keepalive:
-            self.ka_at = now + self.config.keepalive_idle
+        if self.keepalive:
+            self.ka_at = now + self.keepalive_idle
 
     def _on_ack(self, seg: Segment, seq: int, now: float) -> bool:
         """The ACK field (3.10.7.4, fifth check).  False: drop the segment."""
@@ -717,16 +732,15 @@ class TcpConnection:
             self.rtx_at = now + self.rtt.rto
 
     def _on_keepalive_timer(self, now: float) -> None:
-        cfg = self.config
         self.ka_at = None
-        if self.state not in (State.ESTABLISHED, State.CLOSE_WAIT):
+        if not self.keepalive or self.state not in (State.ESTABLISHED, State.CLOSE_WAIT):
             return
-        if self._ka_probes >= cfg.keepalive_probes:
+        if self._ka_probes >= self.keepalive_probes:
             self._terminate(self.soft_error or errno.ETIMEDOUT)
             return
         self._ka_probes += 1
         self._emit(self.snd_una - 1, ACK)
-        self.ka_at = now + cfg.keepalive_interval
+        self.ka_at = now + self.keepalive_interval
 
     def _enter_time_wait(self, now: float) -> None:
         self.state = State.TIME_WAIT
