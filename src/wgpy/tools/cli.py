@@ -8,7 +8,8 @@ message instead of breaking every other command.  ``wgpy`` alone runs
 
 Two calling conventions exist: wg-style commands get ``argv`` starting with
 the subcommand name (``["show", "wg0"]``); the others (``registry``,
-``discover``, ``proxy``, ``ui``, ``demo``, wg-quick's) get only what follows it.
+``discover``, ``proxy``, ``ui``, ``socks``, ``forward``, ``demo``, wg-quick's)
+get only what follows it.
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ COMMANDS: dict[str, Command] = {
     "ui": Command("wgpy.ui.cli:main",
                   "Serves a web console for WireGuard servers (peers, QR codes, traffic)",
                   False),
+    "socks": Command("wgpy.userspace.socks:socks_main",
+                     "Runs a SOCKS5/HTTP proxy into a tunnel, in userspace (no TUN, no root)",
+                     False),
+    "forward": Command("wgpy.userspace.forward:forward_main",
+                       "Forwards ports through a tunnel both ways, in userspace "
+                       "(no TUN, no root)", False),
 }
 
 

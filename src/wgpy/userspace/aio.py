@@ -18,7 +18,7 @@ import errno
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from wgpy.netstack import Ready, State, TcpConnection, TcpListener
+from wgpy.netstack import Ready, State, TcpConnection, TcpListener, UdpEndpoint
 from wgpy.netstack.ip import text
 from wgpy.netstack.tcp import error_for
 from wgpy.userspace import resolver
@@ -339,3 +339,64 @@ async def start_server(tunnel: Tunnel, callback: ClientCallback, port: int = 0,
     with engine.locked():
         listener = engine.stack.listen(port, local, backlog)
         return TunnelServer(loop, engine, listener, callback, limit)
+
+
+class DatagramEndpoint(Waiter):
+    """A UDP port of the tunnel for coroutines (``open_datagram``)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, engine: Engine, ep: UdpEndpoint
+                 ) -> None:
+        self._loop = loop
+        self._engine = engine
+        self.ep = ep
+        self._event = asyncio.Event()
+        ep.user = self
+
+    def ready(self, flags: Ready) -> None:
+        self._loop.call_soon_threadsafe(self._event.set)
+
+    @property
+    def port(self) -> int:
+        return self.ep.port
+
+    def sendto(self, data: bytes, address: tuple[str, int]) -> None:
+        """Send one datagram to a literal address.  :raises OSError: as sendto."""
+        remote = resolver.literal(address[0])
+        if remote is None:
+            raise OSError(errno.EINVAL, f"not an IP address: {address[0]!r}")
+        with self._engine.locked():
+            self._engine.stack.udp_send(self.ep, remote, int(address[1]), data)
+
+    async def recvfrom(self) -> tuple[bytes, tuple[str, int]]:
+        """The next datagram and its source; raises the errno of an ICMP error."""
+        while True:
+            with self._engine.locked():
+                if self.ep.closed:
+                    raise OSError(errno.EBADF, "closed")
+                item = self.ep.take()
+                code = self.ep.error
+                self.ep.error = None
+                if item is None:
+                    self._event.clear()
+            if item is not None:
+                return item[0], (text(item[1]), item[2])
+            if code is not None:
+                raise error_for(code)
+            await self._event.wait()
+
+    def close(self) -> None:
+        if not self._engine.closed:
+            with self._engine.locked():
+                self._engine.stack.udp_close(self.ep)
+        self._event.set()
+
+
+async def open_datagram(tunnel: Tunnel, port: int = 0, host: str | None = None
+                        ) -> DatagramEndpoint:
+    """A UDP port of the tunnel (``port`` 0: ephemeral) for coroutines."""
+    loop = asyncio.get_running_loop()
+    local = resolver.literal(host) if host else None
+    engine = tunnel.engine
+    with engine.locked():
+        ep = engine.stack.udp_bind(port, local)
+        return DatagramEndpoint(loop, engine, ep)
