@@ -239,7 +239,8 @@ that cannot be opened.
 def forward_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="wgpy forward",
-        description=textwrap.fill("Forward ports through a WireGuard tunnel, in userspace: no TUN interface "
+        description=textwrap.fill(
+            "Forward ports through a WireGuard tunnel, in userspace: no TUN interface "
                     "and no root. CONFIG is a wg-quick file; its Address is this end's "
                     "address inside the tunnel."),
         epilog=USAGE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -330,7 +330,8 @@ def read_auth(path: Path) -> Auth:
 def socks_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="wgpy socks",
-        description=textwrap.fill("Run a SOCKS5 and HTTP proxy into a WireGuard tunnel, in userspace: no "
+        description=textwrap.fill(
+            "Run a SOCKS5 and HTTP proxy into a WireGuard tunnel, in userspace: no "
                     "TUN interface and no root. CONFIG is a wg-quick file; its Address is "
                     "the proxy's address inside the tunnel and its DNS servers resolve the "
                     "names clients ask for. SOCKS5 CONNECT and UDP ASSOCIATE (RFC 1928), "
