@@ -58,10 +58,12 @@ class UserLab:
     services: list[str] = field(default_factory=list)
 
     def write_config(self, name: str, endpoint: str, extra: str = "", dns: bool = True,
-                     address: str | None = None) -> Path:
-        """Another client config (same key) with another endpoint, e.g. a relay."""
+                     address: str | None = None, private: str | None = None) -> Path:
+        """Another client config (by default the same key) with another endpoint,
+        e.g. a relay.  Two programs must not run with one key at once: the peer
+        takes the last one it heard for the key's only endpoint."""
         path = self.home / name
-        lines = ["[Interface]", f"PrivateKey = {self.client_private}",
+        lines = ["[Interface]", f"PrivateKey = {private or self.client_private}",
                  f"Address = {address or f'{CLIENT4}/32, {CLIENT6}/128'}"]
         if dns:
             lines.append(f"DNS = {PEER4}")
@@ -71,6 +73,15 @@ class UserLab:
         path.write_text("\n".join(lines) + "\n")
         os.chmod(path, 0o644)
         return path
+
+    def another_client(self, name: str, number: int) -> Path:
+        """A second client (its own key, 10.99.0.NUMBER and fd00:99::NUMBER) the
+        peer knows, and its config file ``name``."""
+        private = genkey()
+        self.peer.wg(f"set {self.peer.ifname} peer {pubkey(private)} "
+                     f"allowed-ips 10.99.0.{number}/32,fd00:99::{number}/128")
+        return self.write_config(name, f"{PEER_OUTER}:{WG_PORT}", private=private,
+                                 address=f"10.99.0.{number}/32, fd00:99::{number}/128")
 
     def command(self, argv: list[str]) -> list[str]:
         """``argv`` as the unprivileged user in the client namespace (run it with

@@ -22,6 +22,7 @@ import socket
 import sys
 import textwrap
 import time
+import typing
 from collections.abc import Coroutine
 from typing import Any
 
@@ -88,8 +89,8 @@ class Forwarder:
             transport: asyncio.DatagramTransport
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                assert isinstance(transport, asyncio.DatagramTransport)
-                self.transport = transport
+                # asyncio's selector transport is not registered as a DatagramTransport.
+                self.transport = typing.cast(asyncio.DatagramTransport, transport)
 
             def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
                 key = (addr[0], addr[1])

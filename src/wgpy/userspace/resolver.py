@@ -93,10 +93,10 @@ def resolve(host: str, servers: Sequence[str], search: Sequence[str], families: 
             return found
         if nxdomain:
             continue
-    if last is not None and time.monotonic() >= deadline:
+    if last is not None:
         raise socket.gaierror(socket.EAI_AGAIN,
                               f"cannot resolve {host!r}: no answer from {', '.join(servers)} "
-                              f"through the tunnel within {timeout:g} s")
+                              f"through the tunnel within {timeout:g} s ({last})")
     raise socket.gaierror(socket.EAI_NONAME, f"cannot resolve {host!r}: no such name "
                           f"(asked {', '.join(servers)} through the tunnel)")
 

@@ -139,14 +139,14 @@ class Tunnel:
             left = None if deadline is None else max(0.001, deadline - time.monotonic())
             try:
                 return self._connect(addr, int(port), left,
-                                     source_address[1] if source_address else 0)
+                                     source_address[1] if source_address else 0, t)
             except OSError as e:
                 first = first or e
         assert first is not None
         raise first
 
-    def _connect(self, addr: str, port: int, timeout: float | None, local_port: int
-                 ) -> TunnelSocket:
+    def _connect(self, addr: str, port: int, timeout: float | None, local_port: int,
+                 asked: float | None) -> TunnelSocket:
         engine = self.engine
         remote = resolver.literal(addr)
         assert remote is not None
@@ -159,7 +159,7 @@ class Tunnel:
             except TimeoutError:
                 conn.user = None
                 conn.abort(engine.now())
-                raise TimeoutError(errno.ETIMEDOUT, self.explain_timeout(addr, port, timeout)
+                raise TimeoutError(errno.ETIMEDOUT, self.explain_timeout(addr, port, asked)
                                    ) from None
             if conn.error is not None:
                 code = conn.error
@@ -176,7 +176,7 @@ class Tunnel:
         assert packed is not None
         n = int.from_bytes(packed, "big")
         peer = device.allowed_ips.lookup4(n) if len(packed) == 4 else device.allowed_ips.lookup6(n)
-        after = f"after {timeout:g} s" if timeout is not None else ""
+        after = f"after {timeout:.3g} s" if timeout is not None else ""
         if peer is None:
             return f"connecting to {target}: timed out {after}: no peer's AllowedIPs cover {addr}"
         name = Key(peer.public_key).to_base64()
