@@ -198,8 +198,9 @@ def summarize(samples: dict[str, dict[str, list[float]]], mib: int) -> list[str]
     if ours:
         for other in ("wireguard-requests", "kernel TCP"):
             if other in med:
-                lines.append(f"\nwgpy.userspace / {other}: throughput x{ours[0] / med[other][0]:.2f}"
-                             f", request latency x{ours[1] / med[other][1]:.2f}")
+                lines.append(f"\nwgpy.userspace / {other}: throughput "
+                             f"x{ours[0] / med[other][0]:.2f}, request latency "
+                             f"x{ours[1] / med[other][1]:.2f}")
     return lines
 
 
@@ -261,8 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"request {statistics.median(lat['times']) * 1000:.2f} ms", flush=True)
     finally:
         lab.close()
-        for d in out.glob("labs-*"):
-            subprocess.run(["rm", "-rf", str(d)], check=False)
+        for leftover in out.glob("labs-*"):
+            subprocess.run(["rm", "-rf", str(leftover)], check=False)
     table = summarize(samples, args.mib)
     print("\n".join(table))
     for n in notes:
