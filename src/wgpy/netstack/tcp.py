@@ -599,15 +599,15 @@ class TcpConnection:
         self._update_deadline()
 
     def _window(self) -> int:
-        free = self.config.recv_buffer - len(self.rcvbuf)
-        wnd = min(max(free, 0) >> self.rcv_wscale, MAX_WINDOW)
-        edge = self.rcv_nxt + (wnd << self.rcv_wscale)
-        if edge < self.rcv_adv:
-            # Never move the right edge back (RFC 9293 3.8.6.2.2): keep offering it.
-            wnd = min((self.rcv_adv - self.rcv_nxt) >> self.rcv_wscale, MAX_WINDOW)
-        else:
+        """The window to advertise (scaled), moving ``rcv_adv``: the right edge
+        never moves back (RFC 9293 3.8.6.2.2), and moves forward only by at
+        least min(buffer/2, MSS) (receiver-side silly-window avoidance)."""
+        ws = self.rcv_wscale
+        free = max(self.config.recv_buffer - len(self.rcvbuf), 0)
+        edge = self.rcv_nxt + (min(free >> ws, MAX_WINDOW) << ws)
+        if edge >= self.rcv_adv + min(self.config.recv_buffer // 2, self.mss):
             self.rcv_adv = edge
-        return wnd
+        return min(max(self.rcv_adv - self.rcv_nxt, 0) >> ws, MAX_WINDOW)
 
     def _emit(self, seq: int, flags: int, payload: Buffer = b"") -> None:
         """Send one segment at ``seq`` (unwrapped) carrying our ACK and window."""
@@ -663,9 +663,11 @@ class TcpConnection:
             if self.rtx_at is None:
                 self.rtx_at = now + self.rtt.rto
                 self._update_deadline()
-        elif (self.snd_wnd == 0 and end_data > self.snd_nxt and self.snd_una == self.snd_max
-              and self.rtx_at is None):
-            self.rtx_at = now + self.rtt.rto  # the persist timer (3.8.6.1)
+        elif end_data > self.snd_nxt and self.snd_una == self.snd_max and self.rtx_at is None:
+            # Data waits, nothing is in flight, and the window takes no segment
+            # we may send (zero, or too small): the persist timer (3.8.6.1), which
+            # is also the override timeout of 3.8.6.2.1.
+            self.rtx_at = now + self.rtt.rto
             self._update_deadline()
 
     def _retransmit_first(self, now: float) -> None:
@@ -725,10 +727,20 @@ class TcpConnection:
             if self.rtx_at is None:
                 self.rtx_at = now + self.rtt.rto
             return
-        if self.snd_wnd == 0 and self.buf_seq + len(self.sndbuf) > self.snd_nxt:
-            # Zero-window probe: an old sequence number draws an ACK with the window.
-            self._emit(self.snd_una - 1, ACK)
-            self.rtt.expired()
+        end_data = self.buf_seq + len(self.sndbuf)
+        if end_data > self.snd_nxt:
+            room = self.snd_una + self.snd_wnd - self.snd_nxt
+            if room > 0:
+                # The override timeout: send what the small window takes.
+                n = min(room, self.mss, end_data - self.snd_nxt)
+                off = self.snd_nxt - self.buf_seq
+                self._emit(self.snd_nxt, ACK | PSH, self.sndbuf[off : off + n])
+                self.snd_nxt += n
+                self.snd_max = max(self.snd_max, self.snd_nxt)
+            else:
+                # Zero-window probe: an old sequence number draws an ACK with the window.
+                self._emit(self.snd_una - 1, ACK)
+                self.rtt.expired()
             self.rtx_at = now + self.rtt.rto
 
     def _on_keepalive_timer(self, now: float) -> None:
