@@ -8,6 +8,7 @@ writes the two wg-quick files and opens both tunnels; ``a`` is 10.93.0.1
 
 from __future__ import annotations
 
+import secrets
 import socket
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def free_udp_port() -> int:
 def write_pair(tmp: Path, b_port: int | None = None, extra_a: str = "") -> tuple[Path, Path]:
     """The two files; ``b_port``: where a expects b (a port nobody uses makes a
     silent peer)."""
-    ka, kb = genkey(), genkey()
+    ka, kb = genkey(secrets.token_bytes), genkey(secrets.token_bytes)
     pa, pb = free_udp_port(), free_udp_port()
     a = tmp / "a.conf"
     b = tmp / "b.conf"
