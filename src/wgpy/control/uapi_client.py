@@ -21,6 +21,18 @@ from wgpy.control.uapi import (
 )
 
 
+def serving(path: Path) -> bool:
+    """Whether the UAPI socket at ``path`` takes a connection.  Wait for this,
+    not for the file: it exists from the daemon's bind() on, a moment before
+    its listen(), and a daemon preempted in between refuses (ECONNREFUSED)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 def _failed(code: int) -> UapiError:
     try:
         text = os.strerror(abs(code))

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from wgpy.control.uapi_client import serving
+
 
 def tag() -> str:
     """A short random tag, unique enough per test run, for names."""
@@ -137,7 +139,7 @@ class Lab:
 
     def wait_socket(self, ifname: str, timeout: float = 10) -> None:
         sock = Path("/var/run/wireguard") / f"{ifname}.sock"
-        self.wait_for(f"UAPI socket {sock}", sock.exists, timeout)
+        self.wait_for(f"UAPI socket {sock}", lambda: serving(sock), timeout)
 
     # -- teardown -------------------------------------------------------
     def close(self) -> None:

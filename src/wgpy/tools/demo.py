@@ -24,6 +24,7 @@ from types import FrameType
 
 from wgpy.control.keys import genkey
 from wgpy.control.uapi import SOCKET_DIR
+from wgpy.control.uapi_client import serving
 from wgpy.tools.devices import DeviceError, get_device, set_device
 from wgpy.tools.show import color_mode, pretty
 
@@ -137,7 +138,7 @@ def _start_device(d: _Demo, ns: str, impl: str, ifname: str) -> None:
     d.procs.append(p)
     sock = SOCKET_DIR / f"{ifname}.sock"
     deadline = time.monotonic() + 15
-    while not sock.exists():
+    while not serving(sock):
         if p.poll() is not None:
             raise DemoError(f"`{impl} -f {ifname}' exited with status {p.returncode}")
         if time.monotonic() > deadline:

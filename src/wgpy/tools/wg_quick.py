@@ -39,6 +39,7 @@ from wgpy.control.config import (
     world_accessible,
 )
 from wgpy.control.uapi import SOCKET_DIR
+from wgpy.control.uapi_client import serving
 from wgpy.protocol.errors import ConfigError
 from wgpy.tools.devices import DeviceError, get_device, list_devices, set_device
 
@@ -202,18 +203,24 @@ def add_if(st: _State) -> None:
     st.runner.echo.write(f"[#] {impl} {st.iface}\n")
     st.runner.echo.flush()
     proc = subprocess.Popen([impl, st.iface], start_new_session=True)
+    await_socket(proc, sock, f"{impl} {st.iface}")
+
+
+def await_socket(proc: subprocess.Popen[bytes], sock: Path, command: str) -> None:
+    """Wait until the daemon ``proc`` serves ``sock`` (WGPY_SOCKET_TIMEOUT,
+    default 10 s).  :raises QuickError: it exited with an error, or took too long."""
     timeout = float(os.environ.get("WGPY_SOCKET_TIMEOUT", "10"))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if sock.exists():
+        if serving(sock):
             return
         rc = proc.poll()
         if rc is not None and rc != 0:
-            raise QuickError(f"`{impl} {st.iface}' exited with status {rc}")
+            raise QuickError(f"`{command}' exited with status {rc}")
         time.sleep(0.05)
     if proc.poll() is None:
         proc.terminate()
-    raise QuickError(f"`{impl} {st.iface}' did not create {sock} within {timeout:g} s")
+    raise QuickError(f"`{command}' did not create {sock} within {timeout:g} s")
 
 
 def _endpoint_host(endpoint: str) -> str | None:
