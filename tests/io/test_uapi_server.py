@@ -73,6 +73,17 @@ def test_a_set_of_the_byte_bound_is_read_and_one_byte_more_is_refused() -> None:
     assert r.feed(b"get=1\n\n") == []  # nothing after a refusal
 
 
+def test_stats_is_framed_like_get_and_anything_after_its_line_is_refused() -> None:
+    r = RequestReader()
+    assert r.feed(b"stats=1\n\nget=1\n\n") == [("stats", []), ("get", [])]
+    assert not r.done
+    r = RequestReader()
+    assert r.feed(b"stats=1\nx\n") == [("invalid", [])]
+    assert r.done
+    r = RequestReader()
+    assert r.feed(b"stats=2\n\n") == [] and r.done  # unknown: closed quietly
+
+
 def test_the_line_bound_still_holds_within_the_byte_bound() -> None:
     r = RequestReader()
     got = r.feed(b"set=1\n" + b"a\n" * (MAX_REQUEST_LINES + 1))

@@ -11,6 +11,12 @@ lines -> a validated ``SetRequest``.  The blocking client is
 ``control.uapi_client``; the server is ``io.uapi_server`` (framing) and the
 daemon's driver, which owns the state a set changes (``control.apply``).
 
+wgpy adds one operation, ``stats=1`` followed by an empty line: wgpyd
+answers its counters (``protocol.stats.stats_fields``) as ``name=value``
+lines and ``errno=0``.  wg(8) never sends it; wireguard-go closes the
+connection on it (an unknown operation), which is how ``wgpy exporter``
+tells the two apart.
+
 Error texts go to the daemon's log and to users' terminals, so they never
 quote what may be a secret: a line without ``=`` (it may be a bare key), a
 key name or value with a run of key-like characters (``shown``), or any
@@ -147,6 +153,37 @@ def parse_get(text: str) -> DeviceInfo:
             # the value may be a key.
             raise UapiProtocolError(f"a reply has a bad value for {shown(key)}") from None
     return info
+
+
+# -- stats (wgpy's extension) -----------------------------------------------
+
+STATS_REQUEST = b"stats=1\n\n"
+
+
+def format_stats(fields: list[tuple[str, int]]) -> str:
+    """The body of a ``stats=1`` reply, without the errno line."""
+    return "".join(f"{name}={value}\n" for name, value in fields)
+
+
+def parse_stats(text: str) -> dict[str, int]:
+    """The counters of a ``stats=1`` reply (with or without the errno line).
+
+    :raises UapiError: the reply carried a non-zero errno.
+    :raises UapiProtocolError: a line is not ``name=integer``.
+    """
+    out: dict[str, int] = {}
+    for raw in text.split("\n"):
+        if not raw:
+            continue
+        key, sep, value = raw.partition("=")
+        if not sep or not key or not re.fullmatch(r"-?[0-9]{1,20}", value):
+            raise UapiProtocolError(f"a stats line is not name=integer ({len(raw)} characters)")
+        if key == "errno":
+            if int(value) != 0:
+                raise UapiError(int(value))
+            continue
+        out[key] = int(value)
+    return out
 
 
 # -- set requests (server side) -------------------------------------------

@@ -13,10 +13,12 @@ from pathlib import Path
 
 from wgpy.control.uapi import (
     SOCKET_DIR,
+    STATS_REQUEST,
     DeviceInfo,
     UapiError,
     UapiProtocolError,
     parse_get,
+    parse_stats,
     socket_path,
 )
 
@@ -49,7 +51,7 @@ class UapiClient:
         self.path = socket_path(interface, directory)
         self.timeout = timeout
 
-    def _exchange(self, request: bytes) -> str:
+    def _exchange(self, request: bytes, allow_silence: bool = False) -> str:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(self.timeout)
             try:
@@ -80,6 +82,8 @@ class UapiClient:
                     if tail.find(b"\n\n", idx) != -1:
                         break
         text = b"".join(chunks).decode("utf-8", "replace")
+        if allow_silence and not text:
+            return ""
         if "errno=" not in text:
             raise UapiProtocolError(f"{self.path}: reply without errno")
         return text
@@ -88,6 +92,21 @@ class UapiClient:
         text = self._exchange(b"get=1\n\n")
         try:
             return parse_get(text)
+        except UapiError as e:
+            raise _failed(e.errno) from None
+
+    def stats(self) -> dict[str, int] | None:
+        """wgpyd's counters (the ``stats=1`` extension), or None when the device
+        closes the connection without a word, as wireguard-go does on an
+        operation it does not know."""
+        try:
+            text = self._exchange(STATS_REQUEST, allow_silence=True)
+        except ConnectionResetError:
+            return None
+        if not text:
+            return None
+        try:
+            return parse_stats(text)
         except UapiError as e:
             raise _failed(e.errno) from None
 

@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 from wgpy.control.apply import apply_set, device_info
-from wgpy.control.uapi import EADDRINUSE, UapiError, format_get, parse_set
+from wgpy.control.uapi import EADDRINUSE, UapiError, format_get, format_stats, parse_set
 from wgpy.io import offload
 from wgpy.io.batch import GroReceiver, GsoSender, enable_gro
 from wgpy.io.keylog import KeyLog
@@ -44,8 +44,9 @@ from wgpy.protocol import (
     SendDatagram,
     WriteTun,
     messages,
-    stats_line,
+    stats_fields,
 )
+from wgpy.service import notify
 
 BATCH = 256
 TUN_BATCH_PACKETS = 128
@@ -99,6 +100,9 @@ class Driver:
         self.send_errors: Counter[int] = Counter()
         self._gso = GsoSender(self.send_errors)
         self._gso.gso = self.mode == "offload"
+        # UAPI requests answered, by operation, and sets refused (errno != 0).
+        self.uapi_requests: Counter[str] = Counter()
+        self._server: UapiServer | None = None
 
     # -- lifecycle -----------------------------------------------------------
     def run(self) -> None:
@@ -106,7 +110,7 @@ class Driver:
         loop = self._loop
         loop.add_reader(self.tun.fd, self._on_tun)
         self._watch_bind()
-        server = UapiServer(loop, self.uapi_sock, self._uapi)
+        server = self._server = UapiServer(loop, self.uapi_sock, self._uapi)
         for sig in (signal.SIGINT, signal.SIGTERM):
             reason = f"received {signal.Signals(sig).name}"
             loop.add_signal_handler(sig, functools.partial(self.stop, reason))
@@ -114,6 +118,8 @@ class Driver:
         loop.call_later(SOCKET_CHECK_INTERVAL, self._watch_socket)
         self._settle_memory()
         self.log.verbose("Device started")
+        # Ready once the loop runs, i.e. serves the UAPI socket (systemd Type=notify).
+        loop.call_later(0, self._ready)
         try:
             loop.run()
         finally:
@@ -121,17 +127,31 @@ class Driver:
             self._shutdown()
             loop.close()
 
+    def _ready(self) -> None:
+        notify.ready(f"serving {self.tun.name}")
+
     def stop(self, reason: str) -> None:
         if not self._stopping:
             self._stopping = True
+            notify.stopping(reason)
             self.log.verbose(f"Shutting down: {reason}")
             self._loop.stop()
+
+    def counters(self) -> list[tuple[str, int]]:
+        """The core's counters (``stats_fields``) and the driver's: UDP send errors
+        by errno, UAPI requests by operation, the UAPI server's connections."""
+        fields = stats_fields(self.device, self._loop.time(), self.send_errors)
+        fields += [(f"uapi.{op}", n) for op, n in sorted(self.uapi_requests.items())]
+        if self._server is not None:
+            fields.append(("uapi.connections", self._server.connections))
+            fields.append(("uapi.closed_idle", self._server.closed_idle))
+        return fields
 
     def dump_stats(self) -> None:
         """SIGUSR1: one ``INFO:`` line with the device's counters (no secrets), at
         any LOG_LEVEL but silent; for operators and the hardening tests."""
         if self.log.level > SILENT:
-            self.log.info(stats_line(self.device, self._loop.time(), self.send_errors))
+            self.log.info("stats " + " ".join(f"{k}={v}" for k, v in self.counters()))
 
     def _shutdown(self) -> None:
         with contextlib.suppress(Exception):
@@ -347,8 +367,17 @@ class Driver:
 
     # -- UAPI ----------------------------------------------------------------
     def _uapi(self, op: str, lines: list[str]) -> str:
+        self.uapi_requests[op] += 1
         if op == "get":
             return format_get(device_info(self.device)) + "errno=0\n\n"
+        if op == "stats":
+            return format_stats(self.counters()) + "errno=0\n\n"
+        reply = self._set(lines)
+        if reply != "errno=0\n\n":
+            self.uapi_requests["set_refused"] += 1
+        return reply
+
+    def _set(self, lines: list[str]) -> str:
         try:
             req = parse_set(lines)
         except UapiError as e:

@@ -1,7 +1,9 @@
 """Logging in wireguard-go's format and levels (``LOG_LEVEL=verbose|error|silent``).
 
 Lines look like ``DEBUG: (wg0) 2026/11/22 10:00:00 message`` and go to
-stderr.  No secret is ever passed to a logger.
+stderr.  When stderr is systemd's journal (``JOURNAL_STREAM``), which stamps
+lines itself, they carry no time and start with their syslog priority
+instead: ``<7>DEBUG: (wg0) message``.  No secret is ever passed to a logger.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ import sys
 import time
 from typing import TextIO
 
+from wgpy.service import journal
+
 SILENT = 0
 ERROR = 1
 VERBOSE = 2
 
 _LEVELS = {"silent": SILENT, "error": ERROR, "verbose": VERBOSE, "debug": VERBOSE}
+_PRIORITY = {"DEBUG": journal.DEBUG, "INFO": journal.INFO, "ERROR": journal.ERR}
 
 
 def parse_level(text: str | None) -> int:
@@ -35,15 +40,23 @@ class Logger:
         self._tokens = float(LIMITED_BURST)
         self._last = time.monotonic()
         self._suppressed = 0
+        try:
+            self.journal = journal.connected(self.stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            self.journal = False  # not a real file (tests)
 
     @property
     def verbose_enabled(self) -> bool:
         return self.level >= VERBOSE
 
     def _emit(self, tag: str, message: str) -> None:
-        stamp = time.strftime("%Y/%m/%d %H:%M:%S")
+        if self.journal:
+            line = f"<{_PRIORITY[tag]}>{tag}: ({self.interface}) {message}\n"
+        else:
+            stamp = time.strftime("%Y/%m/%d %H:%M:%S")
+            line = f"{tag}: ({self.interface}) {stamp} {message}\n"
         try:
-            self.stream.write(f"{tag}: ({self.interface}) {stamp} {message}\n")
+            self.stream.write(line)
             self.stream.flush()
         except (OSError, ValueError):
             pass  # a closed stderr must not take the device down

@@ -58,6 +58,8 @@ IDLE_TIMEOUT = 60.0
 # After EMFILE/ENFILE with no client to close: try accepting again this much later.
 ACCEPT_RETRY = 0.1
 RECV_SIZE = 1 << 16
+# Operations that are one line and a blank line: get=1, and wgpy's stats=1.
+_BARE_OPS = ("get", "stats")
 
 
 class UapiInUse(OSError):
@@ -150,8 +152,9 @@ class RequestReader:
     """The UAPI framing, sans I/O: bytes in, complete requests out.
 
     ``feed`` returns ``(op, lines)`` for each complete request: ``("get", [])``,
-    ``("set", [...])`` or ``("invalid", [])`` (answered with ``errno=-22``: a
-    get with more than its blank line, or a set over the bounds).  After an
+    ``("stats", [])`` (wgpy's extension, see ``control.uapi``), ``("set",
+    [...])`` or ``("invalid", [])`` (answered with ``errno=-22``: a get or
+    stats with more than its blank line, or a set over the bounds).  After an
     invalid request, an unknown operation or the end of input, ``done`` is set
     and the connection should be closed once the replies are out; ``eof``
     says whether the input ended.  The real ``wg`` opens and closes an empty
@@ -178,11 +181,11 @@ class RequestReader:
         out: list[Request] = []
         pos = 0
         while not self.done:
-            if self._state == "get":
+            if self._state in _BARE_OPS:
                 if len(buf) <= pos:
                     break
                 if buf[pos] == 0x0A:
-                    out.append(("get", []))
+                    out.append((self._state, []))
                     self._state = "op"
                 else:
                     out.append(("invalid", []))
@@ -202,6 +205,8 @@ class RequestReader:
             if self._state == "op":
                 if line == b"get=1":
                     self._state = "get"
+                elif line == b"stats=1":
+                    self._state = "stats"
                 elif line == b"set=1":
                     self._state = "set"
                     self._lines = []

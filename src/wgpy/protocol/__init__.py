@@ -18,7 +18,7 @@ from wgpy.protocol.events import (
     WriteTun,
 )
 from wgpy.protocol.peer import Peer
-from wgpy.protocol.stats import DeviceStats, stats_line
+from wgpy.protocol.stats import DeviceStats, stats_fields, stats_line
 
 __all__ = [
     "Action",
@@ -33,5 +33,6 @@ __all__ = [
     "SendBatch",
     "SendDatagram",
     "WriteTun",
+    "stats_fields",
     "stats_line",
 ]

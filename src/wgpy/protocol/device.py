@@ -101,6 +101,7 @@ class Device:
         self._load_window_start = float("-inf")
         self._load_count = 0
         self._under_load_until = float("-inf")
+        self._under_load_since = float("-inf")  # start of the current period under load
         self.force_under_load = False
         self._icmp_tokens = float(ICMP_ERROR_BURST)
         self._icmp_last = float("-inf")
@@ -249,6 +250,23 @@ class Device:
     def under_load(self, now: float) -> bool:
         return self.force_under_load or now < self._under_load_until
 
+    def time_under_load(self, now: float) -> float:
+        """Seconds this device has spent under load (handshake messages arriving
+        faster than UNDER_LOAD_THRESHOLD a second, and UNDER_LOAD_AFTER_TIME
+        after), the current period counted up to ``now``."""
+        current = min(now, self._under_load_until) - self._under_load_since
+        return self.stats.under_load_seconds + max(0.0, current)
+
+    @property
+    def staged_packets(self) -> int:
+        """Packets waiting for a handshake, over every peer."""
+        return sum(len(p.staged) for p in self.peers.values())
+
+    @property
+    def keypairs(self) -> int:
+        """Live session keypairs (current, previous and next), over every peer."""
+        return sum(len(p.keypairs.all()) for p in self.peers.values())
+
     @property
     def ratelimiter_entries(self) -> int:
         """Sources the handshake rate limiter tracks now (bounded by its table size)."""
@@ -336,6 +354,12 @@ class Device:
             self._load_count = 0
         self._load_count += 1
         if self._load_count >= UNDER_LOAD_THRESHOLD:
+            if now >= self._under_load_until:
+                # A new period: the last one is over, count it whole.
+                if self._under_load_until > self._under_load_since:
+                    self.stats.under_load_seconds += (
+                        self._under_load_until - self._under_load_since)
+                self._under_load_since = now
             self._under_load_until = now + UNDER_LOAD_AFTER_TIME
 
     def _receive_handshake(
