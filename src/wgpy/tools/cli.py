@@ -8,8 +8,8 @@ message instead of breaking every other command.  ``wgpy`` alone runs
 
 Two calling conventions exist: wg-style commands get ``argv`` starting with
 the subcommand name (``["show", "wg0"]``); the others (``registry``,
-``discover``, ``proxy``, ``ui``, ``socks``, ``forward``, ``demo``, wg-quick's)
-get only what follows it.
+``discover``, ``proxy``, ``exporter``, ``ui``, ``socks``, ``forward``, ``demo``,
+wg-quick's) get only what follows it.
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ COMMANDS: dict[str, Command] = {
     "forward": Command("wgpy.userspace.forward:forward_main",
                        "Forwards ports through a tunnel both ways, in userspace "
                        "(no TUN, no root)", False),
+    "exporter": Command("wgpy.tools.exporter:main",
+                        "Serves Prometheus metrics for this host's WireGuard devices", False),
 }
 
 
