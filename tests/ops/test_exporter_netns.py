@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,14 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from wgpy.testing.lab import Lab, require
 from wgpy.testing.nodes import WgNode, connect, ping, start, two_hosts
+from wgpy.testing.prom import free_port
 
 pytestmark = pytest.mark.netns
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 Samples = list[tuple[str, dict[str, str], float]]
