@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import shlex
 import signal
 import socket
 import sys
@@ -20,6 +21,9 @@ from wgpy.discovery.records import IPAddress, Names
 from wgpy.discovery.registry import DEFAULT_LEASE, DEFAULT_TTL, Registry
 from wgpy.discovery.server import RegistryServer, SelfConfig, run
 from wgpy.protocol.events import Endpoint
+from wgpy.service import journal, notify
+from wgpy.service.metrics import MetricsServer, listen_address
+from wgpy.service.metrics import serve as serve_metrics
 
 REGISTRY_DESCRIPTION = """\
 Serve the peers of a WireGuard device as DNS-SD records, so that peers behind
@@ -101,10 +105,23 @@ exit status:
 
 
 class _Parser(argparse.ArgumentParser):
+    """Exits 2 with ``PROG: error: reason``; ``@FILE`` reads arguments from FILE
+    (what the systemd units use): shell words, ``#`` comments, any per line."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(fromfile_prefix_chars="@", **kwargs)  # type: ignore[arg-type]
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(2)
+
+    def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
+        try:
+            return shlex.split(arg_line, comments=True)
+        except ValueError as e:
+            self.error(f"in an @FILE line: {e}")
+            raise  # not reached: error() exits
 
 
 def _split(text: str) -> tuple[str, int | None]:
@@ -195,8 +212,19 @@ def _keepalive(text: str) -> int:
 
 def _logging(verbose: int, quiet: bool, name: str) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format=f"{name}: %(levelname)s: %(message)s")
+    journal.configure_logging(f"{name}: %(levelname)s: %(message)s", level)
+
+
+def _metrics(text: str) -> str:
+    try:
+        listen_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+METRICS_HELP = ("serve Prometheus metrics on http://ADDR:PORT/metrics (docs/operations.md "
+                "lists them; off by default)")
 
 
 def registry_parser() -> argparse.ArgumentParser:
@@ -232,6 +260,7 @@ def registry_parser() -> argparse.ArgumentParser:
                         "--listen addresses")
     p.add_argument("--refresh", type=_nonneg_float, default=0.5, metavar="SECONDS",
                    help="cache the device's peer table this long (default 0.5)")
+    p.add_argument("--metrics", type=_metrics, metavar="ADDR:PORT", help=METRICS_HELP)
     p.add_argument("-v", "--verbose", action="count", default=0, help="log every query")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     return p
@@ -263,7 +292,7 @@ def registry_main(argv: Sequence[str]) -> int:
         print(f"wgpy registry: error: cannot read {args.interface}: {e}", file=sys.stderr)
         return 1
     server = RegistryServer(registry, args.interface, listen, uapi, self_cfg, args.refresh)
-    return run(server)
+    return run(server, args.metrics)
 
 
 def discover_parser() -> argparse.ArgumentParser:
@@ -308,6 +337,7 @@ def discover_parser() -> argparse.ArgumentParser:
                    help="how long to wait for a reply through a candidate (default 6)")
     p.add_argument("--timeout", type=_nonneg_float, default=2.0, metavar="SECONDS",
                    help="DNS query timeout (default 2)")
+    p.add_argument("--metrics", type=_metrics, metavar="ADDR:PORT", help=METRICS_HELP)
     p.add_argument("-v", "--verbose", action="count", default=0, help="log more")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     return p
@@ -345,7 +375,19 @@ def discover_main(argv: Sequence[str]) -> int:
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-        return disc.run_forever(stop)
+        exporter: MetricsServer | None = None
+        if args.metrics:
+            try:
+                exporter = serve_metrics(args.metrics, disc.metrics)
+            except OSError as e:
+                print(f"wgpy discover: error: {e.strerror or e}", file=sys.stderr)
+                return 1
+        try:
+            return disc.run_forever(stop)
+        finally:
+            notify.stopping()
+            if exporter is not None:
+                exporter.close()
     except (UapiError, UapiProtocolError) as e:
         print(f"wgpy discover: error: {args.interface}: {e}", file=sys.stderr)
         return 1

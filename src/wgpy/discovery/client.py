@@ -19,7 +19,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -30,12 +30,14 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import dns.rdtypes.ANY.PTR
+from prometheus_client.core import Metric
 
 from wgpy.control.endpoint import format_endpoint
 from wgpy.control.keys import Key
 from wgpy.control.uapi import DeviceInfo, PeerInfo, UapiError, UapiProtocolError
 from wgpy.control.uapi_client import UapiClient
 from wgpy.discovery import records
+from wgpy.discovery.metrics import DiscoverCounters, PathBook, discover_families, path_kind
 from wgpy.discovery.nat import NatReport, Observation, classify
 from wgpy.discovery.paths import Candidate, Observed, PathSelector, order_candidates
 from wgpy.discovery.records import IPAddress, IPNetwork, Kind, Names, NatKind, canonical_endpoint
@@ -43,6 +45,7 @@ from wgpy.discovery.registry import route_owner
 from wgpy.discovery.server import peer_views, public_key_of
 from wgpy.discovery.update import build_update, detect_lan_addresses
 from wgpy.protocol.events import Endpoint
+from wgpy.service import notify
 
 log = logging.getLogger("wgpy.discover")
 
@@ -111,6 +114,8 @@ class Discoverer:
         self._refreshes = 0
         self._remote_nat: dict[bytes, str] = {}
         self._warned: set[str] = set()
+        self.pathbook = PathBook()  # metrics: each peer's path and since when
+        self.counters = DiscoverCounters()
 
     # -- DNS -----------------------------------------------------------------
 
@@ -337,6 +342,8 @@ class Discoverer:
                                 can_nudge=peer.persistent_keepalive_interval > 0,
                                 handshake_age=_age(peer, wall))
             action, events = sel.step(now, observed, candidates)
+            self.pathbook.observe(key, path_kind(sel, now, observed, candidates),
+                                  peer.endpoint, now)
             short = Key(key).short_name()
             for ev in events:
                 level = logging.WARNING if ev.kind == "exhausted" else logging.INFO
@@ -364,6 +371,7 @@ class Discoverer:
             lines += ["persistent_keepalive_interval=0", f"persistent_keepalive_interval={pka}"]
         if len(lines) > 2:
             self.uapi.set(lines)
+            self.counters.endpoint_sets += 1
 
     # -- drivers ----------------------------------------------------------------------
 
@@ -387,10 +395,18 @@ class Discoverer:
                     if failures:
                         log.info("registry reachable again")
                     failures = 0
+                    self.counters.refreshes += 1
+                    self.counters.registry_ok = True
                 except (RegistryUnreachable, UapiError, UapiProtocolError) as e:
                     failures += 1
+                    self.counters.refresh_failures += 1
+                    self.counters.registry_ok = False
                     if failures == 1 or failures % 10 == 0:
                         log.warning("%s (attempt %d)", e, failures)
+                if self.counters.refreshes + self.counters.refresh_failures == 1:
+                    # Serving: the device was read and the registry asked once.
+                    notify.ready("registry reachable" if failures == 0 else
+                                 "registry not reachable yet")
                 next_refresh = now + self.opts.interval
             try:
                 busy = self.tick()
@@ -399,6 +415,12 @@ class Discoverer:
                 busy = False
             stop.wait(0.25 if busy else 1.0)
         return 0
+
+    def metrics(self) -> Iterator[Metric]:
+        """This discover's metrics (``discovery.metrics``), for a scrape thread."""
+        nat = self.nat_report.kind.value if self.nat_report is not None else None
+        return discover_families(self.opts.interface, self.pathbook, self.counters, nat,
+                                 self.clock)
 
     def say(self, message: str, level: int = logging.INFO) -> None:
         """Report to the output stream when there is one (``--once``), else to the log."""

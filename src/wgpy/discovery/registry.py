@@ -135,6 +135,11 @@ def route_owner(ip: IPAddress, peers: Iterable[PeerView]) -> PeerView | None:
     return best[1] if best else None
 
 
+# Query types counted by name in ``stats`` (``qtype.A``); any other is
+# ``qtype.other``, so a scan of all 65,536 types adds one counter, not 65,536.
+COUNTED_QTYPES = frozenset({"A", "AAAA", "SRV", "TXT", "PTR", "SOA", "NS", "ANY", "AXFR", "IXFR"})
+
+
 class Registry:
     """Answers queries for one zone from a device snapshot; stores LAN candidates.
 
@@ -204,6 +209,8 @@ class Registry:
             response.set_rcode(dns.rcode.FORMERR)
             return response
         self.stats["queries"] += 1
+        qtype = dns.rdatatype.to_text(query.question[0].rdtype)
+        self.stats[f"qtype.{qtype if qtype in COUNTED_QTYPES else 'other'}"] += 1
         self._answer(query.question[0], response, source, snapshot)
         return response
 

@@ -23,7 +23,7 @@ import signal
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import dns.message
@@ -33,9 +33,13 @@ from wgpy.control.endpoint import format_endpoint, parse_endpoint
 from wgpy.control.keys import Key
 from wgpy.control.uapi import DeviceInfo, UapiError, UapiProtocolError
 from wgpy.control.uapi_client import UapiClient
+from wgpy.discovery.metrics import RegistrySnapshot, registry_families
 from wgpy.discovery.records import IPAddress, canonical_endpoint
 from wgpy.discovery.registry import PeerView, Registry, Snapshot, Source
 from wgpy.protocol.events import Endpoint
+from wgpy.service import notify
+from wgpy.service.metrics import MetricsServer, on_loop
+from wgpy.service.metrics import serve as serve_metrics
 
 log = logging.getLogger("wgpy.registry")
 
@@ -143,14 +147,26 @@ class RegistryServer:
         for task in self._tasks:
             task.cancel()
 
-    async def serve(self, stop: asyncio.Event) -> None:
+    async def serve(self, stop: asyncio.Event,
+                    ready: Callable[[], None] | None = None) -> None:
+        """Bind, call ``ready`` (once every listener is bound), serve until ``stop``."""
         await self.start()
         try:
+            if ready is not None:
+                ready()
             await stop.wait()
         finally:
             self.close()
             stats = ", ".join(f"{k}={v}" for k, v in sorted(self.registry.stats.items()))
             log.info("stopped; %s", stats or "no messages")
+
+    def metrics_snapshot(self) -> RegistrySnapshot:
+        """The counters and the last peer table, for a scrape (call on the loop)."""
+        info = self._info
+        views = peer_views(info) if info is not None else []
+        return RegistrySnapshot(dict(self.registry.stats),
+                                sum(1 for v in views if v.endpoint is not None), len(views),
+                                len(self.registry.lan), info is not None)
 
     # -- the peer table ------------------------------------------------------
 
@@ -330,19 +346,35 @@ def _servfail(wire: bytes) -> bytes | None:
     return response.to_wire()
 
 
-def run(server: RegistryServer) -> int:
-    """Run until SIGINT/SIGTERM; 0 on a clean stop, 1 if a listener cannot be bound."""
+def run(server: RegistryServer, metrics: str | None = None) -> int:
+    """Run until SIGINT/SIGTERM; 0 on a clean stop, 1 if a listener (or the
+    ``metrics`` endpoint, ``ADDR:PORT``) cannot be bound.  systemd is told
+    READY=1 once every listener is bound, STOPPING=1 when a signal came."""
 
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        exporter: MetricsServer | None = None
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        zone = server.registry.names.zone.to_text(omit_final_dot=True)
+
+        def ready() -> None:
+            nonlocal exporter
+            if metrics:
+                exporter = serve_metrics(metrics, lambda: registry_families(
+                    zone, on_loop(loop, server.metrics_snapshot)))
+            notify.ready(f"serving {zone}")
+
         try:
-            await server.serve(stop)
+            await server.serve(stop, ready)
         except OSError as e:
             log.error("%s", e.strerror or e)
             return 1
+        finally:
+            notify.stopping()
+            if exporter is not None:
+                exporter.close()
         return 0
 
     return asyncio.run(main())

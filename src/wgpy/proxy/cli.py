@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from wgpy.protocol.errors import ConfigError
+from wgpy.service import journal
+from wgpy.service.metrics import listen_address
 
 from . import config as cfgmod
 from . import control, rules
@@ -30,7 +32,8 @@ address reached through wgpyd."""
 
 EPILOG = """\
 commands:
-  run --config FILE [--setup]   serve (also: wgpy proxy --config FILE)
+  run --config FILE [--setup] [--metrics ADDR:PORT]
+                                serve (also: wgpy proxy --config FILE)
   setup --config FILE [--print] install AnyIP routes, ip rules, nft table
   teardown --config FILE [--print] [--force]
                                 remove exactly what setup installed; refused
@@ -68,7 +71,8 @@ example:
   Origin = 10.99.0.2:8080
 
 signals:
-  SIGHUP    reload; a bad file is logged and changes nothing
+  SIGHUP    reload; a bad file is logged and changes nothing (under systemd:
+            systemctl reload wgpy-proxy, notified RELOADING=1, then READY=1)
   SIGTERM   stop; with --setup, remove the kernel setup
 
 exit status:
@@ -98,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--config", "-c", required=True, metavar="FILE")
     r.add_argument("--setup", action="store_true",
                    help="install the kernel setup at start, sync it on reload, remove at exit")
+    r.add_argument("--metrics", metavar="ADDR:PORT",
+                   help="serve Prometheus metrics on http://ADDR:PORT/metrics (what status "
+                        "shows; off by default)")
     r.add_argument("--verbose", "-v", action="store_true", help="log at debug level")
     for name, what in (("setup", "install"), ("teardown", "remove")):
         s = cmd(name, f"{what} the AnyIP routes, fwmark rules and nftables table for FILE")
@@ -122,10 +129,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(a: argparse.Namespace) -> int:
+    if a.metrics:
+        try:
+            listen_address(a.metrics)
+        except ValueError as e:
+            raise _Usage(f"{PROG}: --metrics: {e}") from None
     cfg = cfgmod.load(a.config)
-    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, stream=sys.stderr,
-                        format="wgpy-proxy: %(levelname)s %(message)s")  # fmt: skip
-    server = ProxyServer(cfg, a.config, manage_setup=a.setup)
+    journal.configure_logging("wgpy-proxy: %(levelname)s %(message)s",
+                              logging.DEBUG if a.verbose else logging.INFO)
+    server = ProxyServer(cfg, a.config, manage_setup=a.setup, metrics=a.metrics)
     try:
         asyncio.run(server.run())
     except (OSError, SetupError, control.ControlError) as e:

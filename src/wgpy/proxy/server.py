@@ -34,6 +34,9 @@ from typing import Any
 
 from wgpy.control.endpoint import Endpoint, format_endpoint
 from wgpy.protocol.errors import ConfigError
+from wgpy.service import notify
+from wgpy.service.metrics import MetricsServer, on_loop
+from wgpy.service.metrics import serve as serve_metrics
 
 from . import config as cfgmod
 from . import control, proxyproto
@@ -41,6 +44,7 @@ from .config import ProxyConfig, Rule, Settings
 from .health import HealthBook, probe
 from .limits import Limiter
 from .match import REFUSED_NO_RULE, Router, health_targets, parse_ip
+from .metrics import proxy_families
 from .netsetup import SetupError, apply_setup, apply_teardown, run_commands
 from .rules import sync_commands
 from .splice import Pipe
@@ -81,10 +85,12 @@ def raise_fd_limit() -> int:
 
 
 class ProxyServer:
-    def __init__(self, cfg: ProxyConfig, path: str, manage_setup: bool = False) -> None:
+    def __init__(self, cfg: ProxyConfig, path: str, manage_setup: bool = False,
+                 metrics: str | None = None) -> None:
         self.cfg = cfg
         self.path = str(Path(path).absolute())  # reloads and status name the file fully
         self.manage_setup = manage_setup
+        self.metrics = metrics  # ADDR:PORT of the /metrics endpoint, if any
         self.stats = Stats()
         st = cfg.settings
         self.health = HealthBook(st.health_fall, st.health_rise)
@@ -115,6 +121,7 @@ class ProxyServer:
         self._udp = UdpRelay(self.loop, self._admit, self._release, self.stats.unmatched)
         raise_fd_limit()
         ctl: asyncio.AbstractServer | None = None
+        exporter: MetricsServer | None = None
         setup_done = False
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._stop.set)
@@ -125,12 +132,20 @@ class ProxyServer:
             if self.manage_setup:
                 apply_setup(self.cfg)  # blocks the loop briefly, before serving
                 setup_done = True
+            if self.metrics:
+                loop = self.loop
+                exporter = serve_metrics(self.metrics,
+                                         lambda: proxy_families(on_loop(loop, self.status)))
             self._spawn(self._sweeper())
             self._spawn(self._health_loop())
             log.info("serving %d rule(s) on port %d", len(self.cfg.rules),
                      self.cfg.settings.listen_port)  # fmt: skip
+            notify.ready(f"serving {len(self.cfg.rules)} rule(s)")
             await self._stop.wait()
         finally:
+            notify.stopping()
+            if exporter is not None:
+                exporter.close()
             await self._shutdown(ctl, setup_done)
 
     def stop(self) -> None:
@@ -370,6 +385,7 @@ class ProxyServer:
     async def reload(self) -> dict[str, object]:
         """Re-read the file; on any problem keep everything as it was."""
         async with self._reload_lock:
+            notify.reloading()
             try:
                 new = cfgmod.load(self.path)
                 self._check_fixed(self.cfg.settings, new.settings)
@@ -380,10 +396,12 @@ class ProxyServer:
                 self.stats.reload_failures += 1
                 self.stats.last_reload_error = str(e)
                 log.error("reload refused, keeping the running configuration: %s", e)
+                notify.ready("reload refused: the running configuration stays")
                 return {"ok": False, "error": str(e), "config": self.path}
             self._swap(new)
             self.stats.reloads += 1
             log.info("reloaded %s: %d rule(s)", self.path, len(new.rules))
+            notify.ready(f"serving {len(new.rules)} rule(s)")
             return {"ok": True, "rules": [r.name for r in new.rules], "config": self.path}
 
     @staticmethod

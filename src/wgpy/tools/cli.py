@@ -79,6 +79,11 @@ COMMANDS: dict[str, Command] = {
                        "(no TUN, no root)", False),
     "exporter": Command("wgpy.tools.exporter:main",
                         "Serves Prometheus metrics for this host's WireGuard devices", False),
+    "systemd": Command("wgpy.tools.systemd:main",
+                       "Installs or prints the systemd units shipped with wgpy", False),
+    "doctor": Command("wgpy.tools.doctor:main",
+                      "Explains what is wrong with an interface, registry or proxy on this host",
+                      False),
 }
 
 

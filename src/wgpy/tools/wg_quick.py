@@ -23,11 +23,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from wgpy.control import netconf as nc
 from wgpy.control.config import (
@@ -41,12 +44,14 @@ from wgpy.control.config import (
 from wgpy.control.uapi import SOCKET_DIR
 from wgpy.control.uapi_client import serving
 from wgpy.protocol.errors import ConfigError
+from wgpy.service import notify
 from wgpy.tools.devices import DeviceError, get_device, list_devices, set_device
 
 PROGRAM = "wgpy"
 
 USAGE = """\
 Usage: wgpy [ up | down | save | strip ] [ CONFIG_FILE | INTERFACE ]
+       wgpy up --foreground [ CONFIG_FILE | INTERFACE ]
 
   CONFIG_FILE is a configuration file, whose filename is the interface name
   followed by `.conf'. Otherwise, INTERFACE is an interface name, with
@@ -71,6 +76,12 @@ Usage: wgpy [ up | down | save | strip ] [ CONFIG_FILE | INTERFACE ]
          WG_QUICK_USERSPACE_IMPLEMENTATION (default `wgpyd') with the interface
          name as its argument, waits for its socket in /var/run/wireguard,
          then configures keys, peers, addresses, MTU, DNS and routes.
+  up --foreground
+         also runs the daemon in the foreground as a child and stays, as a
+         service manager expects (the wgpy@.service unit): it tells systemd
+         READY=1 once the interface is configured, takes the interface down
+         on SIGTERM or SIGINT (exit 0), and exits 1 after cleaning up if the
+         daemon dies.
   down   removes it, with its routes, rules, firewall entries and DNS.
   save   writes the running configuration back to CONFIG_FILE.
   strip  prints CONFIG_FILE without the keys above, for `wgpy setconf'.
@@ -96,6 +107,8 @@ class _State:
     runner: nc.Runner
     have_set_dns: bool = False
     have_set_firewall: bool = False
+    foreground: bool = False  # up --foreground: the daemon is our child
+    daemon: subprocess.Popen[bytes] | None = None
 
     @property
     def iface(self) -> str:
@@ -142,10 +155,11 @@ def _command(argv: list[str], name: str, root: bool = True) -> tuple[QuickConfig
 
 
 def up_main(argv: list[str]) -> int:
-    qc, rc = _command(argv, "up")
+    foreground = "--foreground" in argv
+    qc, rc = _command([a for a in argv if a != "--foreground"], "up")
     if qc is None:
         return rc
-    st = _State(qc, nc.Runner())
+    st = _State(qc, nc.Runner(), foreground=foreground)
     rc, _ = st.runner.query(nc.link_show(qc.interface))
     if rc == 0:
         return _die(f"`{qc.interface}' already exists")
@@ -153,11 +167,57 @@ def up_main(argv: list[str]) -> int:
         cmd_up(st)
     except (QuickError, nc.NetconfError, DeviceError, ConfigError) as e:
         _safe_del_if(st)
+        _end_daemon(st)
         return _die(_reason(e))
     except KeyboardInterrupt:
         _safe_del_if(st)
+        _end_daemon(st)
         return 130
-    return 0
+    return supervise(st) if foreground else 0
+
+
+def supervise(st: _State) -> int:
+    """``up --foreground`` (the systemd unit): tell systemd the interface is up,
+    then wait.  SIGTERM or SIGINT takes the interface down as ``down`` does
+    (exit 0); the daemon dying takes down what ``up`` set (exit 1, so that
+    ``Restart=on-failure`` brings it back)."""
+    proc = st.daemon
+    assert proc is not None
+    stop = threading.Event()
+
+    def _stop(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    notify.ready(f"{st.iface} is up")
+    while not stop.wait(0.5):
+        code = proc.poll()
+        if code is not None:
+            notify.stopping(f"{implementation()} exited")
+            _safe_del_if(st)
+            return _die(f"`{implementation()} {st.iface}' exited with status {code}; "
+                        f"{st.iface} is down")
+    notify.stopping(f"taking {st.iface} down")
+    rc = take_down(st)
+    _end_daemon(st)
+    return rc
+
+
+def _end_daemon(st: _State) -> None:
+    """Wait for a foreground daemon to exit (deleting its link ends it), bounded."""
+    proc = st.daemon
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _reason(e: Exception) -> str:
@@ -200,10 +260,19 @@ def add_if(st: _State) -> None:
         if st.iface in list_devices():  # also deletes the socket if nobody listens
             raise QuickError(f"`{st.iface}' already exists (its UAPI socket {sock} is live)")
         sock.unlink(missing_ok=True)
-    st.runner.echo.write(f"[#] {impl} {st.iface}\n")
-    st.runner.echo.flush()
-    proc = subprocess.Popen([impl, st.iface], start_new_session=True)
-    await_socket(proc, sock, f"{impl} {st.iface}")
+    if st.foreground:
+        # Our child, in the foreground, without NOTIFY_SOCKET: the readiness
+        # systemd waits for is ours (configured), not the daemon's (socket up).
+        st.runner.echo.write(f"[#] {impl} -f {st.iface}\n")
+        st.runner.echo.flush()
+        proc = subprocess.Popen([impl, "-f", st.iface], env=notify.child_environment())
+        st.daemon = proc
+        await_socket(proc, sock, f"{impl} -f {st.iface}")
+    else:
+        st.runner.echo.write(f"[#] {impl} {st.iface}\n")
+        st.runner.echo.flush()
+        proc = subprocess.Popen([impl, st.iface], start_new_session=True)
+        await_socket(proc, sock, f"{impl} {st.iface}")
 
 
 def await_socket(proc: subprocess.Popen[bytes], sock: Path, command: str) -> None:
@@ -404,6 +473,13 @@ def down_main(argv: list[str]) -> int:
     st = _State(qc, nc.Runner())
     if not _is_wireguard(qc.interface):
         return _die(f"`{qc.interface}' is not a WireGuard interface")
+    return take_down(st)
+
+
+def take_down(st: _State) -> int:
+    """``down``'s steps: PreDown, SaveConfig, the link and its routes, DNS,
+    firewall, PostDown."""
+    qc = st.qc
     try:
         for hook in qc.pre_down:
             st.runner.run_hook(hook, st.iface)
