@@ -147,3 +147,36 @@ def test_on_loop_runs_on_the_loop_thread_and_times_out() -> None:
         loop.call_soon_threadsafe(loop.stop)
         t.join(5)
         loop.close()
+
+
+def test_path_kinds_from_discovers_state() -> None:
+    import enum
+
+    from wgpy.discovery.metrics import PathBook, kind_of, path_kind
+    from wgpy.discovery.paths import Candidate, Observed, Origin, PathSelector
+
+    nat = Candidate(("198.51.100.2", 51820), Origin.NAT)
+    lan = Candidate(("192.168.1.20", 51820), Origin.LAN)
+    sel = PathSelector(stale_after=15.0)
+    cands = [nat, lan]
+    # No traffic yet: none, whatever the endpoint.
+    obs = Observed(nat.text, rx_bytes=0)
+    sel.step(0.0, obs, cands)
+    assert path_kind(sel, 0.0, obs, cands) == "none"
+    # Traffic flows on the LAN candidate, then on the NAT mapping, then on an
+    # endpoint learned by roaming.
+    for t, ep, rx, want in ((1.0, lan.text, 100, "lan"), (2.0, nat.text, 200, "direct"),
+                            (3.0, "203.0.113.9:4000", 300, "direct")):
+        obs = Observed(ep, rx_bytes=rx)
+        sel.step(t, obs, cands)
+        assert path_kind(sel, t, obs, cands) == want
+    # Silence for longer than stale_after: none again.
+    assert path_kind(sel, 30.0, Observed(nat.text, rx_bytes=300), cands) == "none"
+    # A relay's candidate (issue 13 adds the origin) is "relayed".
+    relay_origin = enum.Enum("relay_origin", {"RELAY": "relay"})
+    assert kind_of(Candidate(("10.200.0.2", 40000), relay_origin.RELAY)) == "relayed"  # type: ignore[arg-type]
+    book = PathBook()
+    book.observe(b"k" * 32, "none", None, 0.0)
+    book.observe(b"k" * 32, "direct", nat.text, 5.0)
+    book.observe(b"k" * 32, "direct", "203.0.113.9:4000", 9.0)  # same kind: since stays
+    assert book.paths[b"k" * 32].since == 5.0 and book.changes["direct"] == 1
