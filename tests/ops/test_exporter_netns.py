@@ -128,6 +128,46 @@ def test_both_families_and_wgpyds_internals(tunnel: Tunnel) -> None:
     assert go.logtext().count("invalid UAPI operation: stats=1") == 1
 
 
+def test_wgpyds_internals_under_a_flood_and_garbage(tunnel: Tunnel) -> None:
+    """What only wgpyd exposes, moved by real traffic: a flood of spoofed
+    initiations (wgpy.testing.flood) puts it under load, so it answers with
+    cookie replies and counts the time; garbage datagrams are dropped and
+    counted by reason."""
+    lab, py, go = tunnel.lab, tunnel.py, tunnel.go
+    _, port = exporter(lab, "-i", py.ifname, log="flood-exporter.log")
+    dev = py.ifname
+    s0 = scrape(port)
+    assert value(s0, "wgpy_device_under_load", device=dev) == 0
+    # The flood comes from the wireguard-go side, from addresses it routes locally.
+    lab.run(go.ns, "ip route add local 10.88.0.0/24 dev lo")
+    lab.run(py.ns, "ip route add 10.88.0.0/24 via 10.77.0.2")
+    try:
+        lab.run(go.ns, [sys.executable, "-c",
+                        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                        "for _ in range(7): s.sendto(b'\\x09' * 40, ('10.77.0.1', 51820))"])
+        lab.run(go.ns, [sys.executable, "-m", "wgpy.testing.flood", "--target", "10.77.0.1:51820",
+                        "--pub", py.public, "--rate", "3000", "--duration", "2",
+                        "--spoof", "10.88.0.0/24"], timeout=60)
+    finally:
+        lab.run(py.ns, "ip route del 10.88.0.0/24 via 10.77.0.2", check=False)
+        lab.run(go.ns, "ip route del local 10.88.0.0/24 dev lo", check=False)
+
+    def moved(metric: str, **labels: str) -> float:
+        before = value(s0, metric, **labels) if has(s0, metric, **labels) else 0.0
+        return value(s, metric, **labels) - before
+
+    s = scrape(port)
+    assert moved("wgpy_device_cookie_replies_sent_total", device=dev) >= 1
+    assert moved("wgpy_device_under_load_seconds_total", device=dev) > 0
+    assert moved("wgpy_device_dropped_total", device=dev, reason="malformed") == 7
+    # Junk with a valid mac1 (never a valid initiation: that counter stays):
+    # refused as undecryptable, or for want of a cookie once under load.
+    assert moved("wgpy_device_handshake_initiations_received_total", device=dev) == 0
+    assert moved("wgpy_device_dropped_total", device=dev, reason="bad_mac2") + \
+        moved("wgpy_device_dropped_total", device=dev, reason="handshake_decrypt") >= 1000
+    ping(lab, py.ns, "10.99.0.2")  # the tunnel itself is unharmed
+
+
 def test_a_bad_device_costs_its_own_series_only(tunnel: Tunnel) -> None:
     lab, py, go = tunnel.lab, tunnel.py, tunnel.go
     _, port = exporter(lab, "-i", py.ifname, "-i", go.ifname, "-i", "wgghost0", "--timeout", "1",

@@ -2,12 +2,13 @@
 scrapes ``wgpy exporter`` while iperf3 runs through a wgpyd tunnel: PromQL's
 ``rate()`` on the peer's byte counter matches iperf3's figure within 10 %.
 
-The counter counts whole datagrams (the inner packet, WireGuard's 32 bytes,
-and the outer IP and UDP headers, as the kernel's WireGuard counts them),
-iperf3 only the TCP payload: at the default MTU of 1420 the counter runs
-about 8 % above iperf3's figure.  The lab uses jumbo frames (veth MTU 9000,
-tunnel MTU 8920), as a data-centre link would, so that the comparison
-measures the pipeline (exporter, scrape, rate()) and not the headers."""
+The counter counts WireGuard messages (the inner packet with its IP and TCP
+headers, and WireGuard's 32 bytes of header and tag), as the kernel's
+WireGuard and wireguard-go count them; iperf3 counts only the TCP payload:
+at the default MTU of 1420 the counter runs about 6 % above iperf3's figure.
+The lab uses jumbo frames (veth MTU 9000, tunnel MTU 8920), as a data-centre
+link would, so that the comparison measures the pipeline (exporter, scrape,
+rate()) and not the headers."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from wgpy.testing.lab import Lab, require
 from wgpy.testing.natlab import CLI, DEVICE, REG_PUBLIC, REG_TUNNEL, ZONE, NatLab, wait_ping
 from wgpy.testing.proxylab import build, start_origin, status
-from wgpy.testing.sdnotify import NotifyListener, journal_env
+from wgpy.testing.sdnotify import NotifyListener, journal_env, journal_lines
 
 pytestmark = pytest.mark.netns
 
@@ -45,8 +45,6 @@ def value(samples: Samples, metric: str, **labels: str) -> float:
 
 def test_registry_and_discover(lab: Lab) -> None:
     require("wg", DEVICE, "dig", "iptables", "curl")
-    from tests.ops.test_systemd_units import journal_lines
-
     nl = NatLab(lab)
     nl.build_internet()
     reg = nl.build_registry()
@@ -124,11 +122,12 @@ def test_registry_and_discover(lab: Lab) -> None:
         assert value(s, "wgpy_discover_endpoint_sets_total", device=a.ifname) >= 1
     assert any(line.startswith("<6>wgpy discover: INFO:") for line in journal_lines(
         dlog.read_text()))
-    # Started without its options file: one line, exit 2.
-    bad = lab.run(a.ns, [*CLI, "discover", "--interface", a.ifname,
-                         f"@{lab.workdir / 'discover-none.args'}"], check=False)
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert "No such file or directory" in bad.stderr and "discover-none.args" in bad.stderr
+    # Started without its options file (as the units run them): one line, exit 2.
+    for ns, command in ((a.ns, "discover"), (reg.ns, "registry")):
+        missing = lab.workdir / f"{command}-none.args"
+        bad = lab.run(ns, [*CLI, command, "--interface", a.ifname, f"@{missing}"], check=False)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+        assert "No such file or directory" in bad.stderr and str(missing) in bad.stderr
 
 
 PROXY_CONF = """\
@@ -147,8 +146,6 @@ Deny = 192.168.50.3/32
 
 def test_proxy(lab: Lab) -> None:
     require("nft", "curl", "wg")
-    from tests.ops.test_systemd_units import journal_lines
-
     topo = build(lab)
     start_origin(topo, "tcp,10.99.0.2,8080,A")
     conf, ctl = lab.workdir / "proxy.conf", lab.workdir / "ctl.sock"

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -25,22 +24,10 @@ import pytest
 from wgpy.testing.lab import Lab, require
 from wgpy.testing.nodes import wgpyd_argv
 from wgpy.testing.prom import free_port
-from wgpy.testing.sdnotify import NotifyListener, journal_env
+from wgpy.testing.sdnotify import NotifyListener, journal_env, journal_lines
 from wgpy.tools import systemd
 
 pytestmark = pytest.mark.netns
-
-STAMP = re.compile(r"\d{4}/\d\d/\d\d|\d\d:\d\d:\d\d")
-
-
-def journal_lines(text: str) -> list[str]:
-    lines = [line for line in text.splitlines() if line.strip()]
-    assert lines
-    for line in lines:
-        assert re.match(r"<[0-7]>", line), line
-        assert not STAMP.search(line), line
-    return lines
-
 
 def test_every_unit_verifies_without_a_warning(tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:

@@ -9,6 +9,7 @@ daemon's ``NOTIFY_SOCKET``, and the notifications it received, in order.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -76,3 +77,22 @@ def journal_env(log: Path) -> dict[str, str]:
     log.touch()
     st = log.stat()
     return {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+
+
+# A timestamp of the program's own (journald adds one): 2026/12/03 or 13:45:14.
+_STAMP = re.compile(r"\d{4}/\d\d/\d\d|\d\d:\d\d:\d\d")
+
+
+def journal_lines(text: str) -> list[str]:
+    """The non-empty lines a service wrote under ``JOURNAL_STREAM``, checked as
+    journald reads them: each starts with a syslog priority (``<3>``) and
+    carries no timestamp of its own.  Raises ``LabError`` naming a bad line."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise LabError("no log lines")
+    for line in lines:
+        if not re.match(r"<[0-7]>", line):
+            raise LabError(f"no syslog priority: {line!r}")
+        if _STAMP.search(line):
+            raise LabError(f"a timestamp of its own: {line!r}")
+    return lines
