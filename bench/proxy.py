@@ -15,7 +15,8 @@ the one TPROXY port, and the client measures through it:
 
 * new connections per second: ``ab`` (apache2-utils: HTTP/1.0, a new
   connection per request, 32 at a time) against a HAProxy that answers
-  ``200`` itself on the origin (so the origin is never the limit);
+  ``200`` itself on the origin (so the origin is never the limit), and the
+  proxy's CPU time per connection (steadier than the rate on a shared host);
 * one-stream throughput: ``iperf3`` (one TCP stream, client to origin) and
   the proxy's CPU seconds per GB moved (utime+stime from /proc);
 * 1,000 concurrent connections: ``wgpy.testing.connload`` opens them at once
@@ -127,6 +128,7 @@ class Results:
 
 METRICS = [  # key, label, unit, higher is better
     ("conn_per_s", "new connections/s (ab, 32 at a time)", "1/s", True),
+    ("cpu_us_per_conn", "proxy CPU per new connection", "µs", False),
     ("tput_gbit", "one-stream throughput (iperf3)", "Gbit/s", True),
     ("cpu_s_per_gb", "proxy CPU per GB (one stream)", "s/GB", False),
     ("c1000_open_s", "{n} connections: open + echo", "s", False),
@@ -199,16 +201,22 @@ def stop_proxy(topo: Topology, p: subprocess.Popen[bytes]) -> None:
 # -- the measurements ------------------------------------------------------------------
 
 
-def conn_rate(topo: Topology, seconds: float, res: Results, which: str) -> None:
+def conn_rate(topo: Topology, pid: int, seconds: float, res: Results, which: str) -> None:
     n = 200_000  # -t bounds the run; -n only caps it
+    cpu0 = cpu_seconds(pid)
     p = topo.lab.run(topo.cli, f"ab -q -r -s 10 -c 32 -t {seconds:g} -n {n} "
                                f"http://{VIP}:{HTTP_PORT}/", check=False, timeout=seconds + 60)
+    cpu1 = cpu_seconds(pid)
     m = re.search(r"Requests per second:\s+([\d.]+)", p.stdout)
+    done = re.search(r"Complete requests:\s+(\d+)", p.stdout)
     failed = re.search(r"Failed requests:\s+(\d+)", p.stdout)
-    if not m:
+    if not m or not done:
         res.notes.append(f"{which}: ab failed: {p.stdout[-300:]}{p.stderr[-300:]}")
         return
     res.add(which, "conn_per_s", float(m.group(1)))
+    if int(done.group(1)):
+        # What a connection costs the proxy: steadier than the rate on a busy host.
+        res.add(which, "cpu_us_per_conn", (cpu1 - cpu0) / int(done.group(1)) * 1e6)
     if failed and int(failed.group(1)):
         res.notes.append(f"{which}: ab counted {failed.group(1)} failed requests")
 
@@ -264,7 +272,7 @@ def one_round(topo: Topology, conf: Path, order: tuple[str, ...], s: Settings,
     for which in order:
         p = start_proxy(topo, which, conf)
         try:
-            conn_rate(topo, s.seconds, res, which)
+            conn_rate(topo, p.pid, s.seconds, res, which)
             throughput(topo, p.pid, s.seconds, res, which)
             concurrent(topo, p.pid, s, res, which)
         finally:

@@ -29,7 +29,8 @@ def test_proxy_bench_smoke(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "results.json").read_text())
     for proxy in ("haproxy", "wgpy"):
         summary = doc["summary"][proxy]
-        for key in ("conn_per_s", "tput_gbit", "cpu_s_per_gb", "c1000_open_s", "c1000_rss_mb"):
+        for key in ("conn_per_s", "cpu_us_per_conn", "tput_gbit", "cpu_s_per_gb", "c1000_open_s",
+                    "c1000_rss_mb"):
             assert summary[key]["median"] > 0, (proxy, key, doc["notes"])
     assert not [n for n in doc["notes"] if "failed" in n or "aborted" in n], doc["notes"]
     assert "throughput: x" in p.stdout and "connection rate: x" in p.stdout
