@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # (never the system services, which these packages do not start without
 # systemd as PID 1 or with a policy-rc.d that forbids it).
 PKGS=(wireguard-go wireguard-tools iperf3 iproute2 iputils-ping nftables iptables
-      bind9-dnsutils curl netcat-openbsd conntrack procps kmod tshark
+      bind9-dnsutils curl netcat-openbsd conntrack procps kmod tshark xxd
       prometheus haproxy apache2-utils systemd util-linux
       chromium chromium-driver zbar-tools)  # wgpy ui's browser test
 missing=()
