@@ -29,6 +29,8 @@ class LinkParams:
     duplicate: float = 0.0
     corrupt: float = 0.0  # probability one byte of a packet is flipped
     batch: int = 64  # packets handed to ``receive`` at once (arrivals at one instant)
+    rate: float = 0.0  # bytes/s each way through a bottleneck; 0: unlimited
+    queue: float = 0.05  # seconds of packets the bottleneck holds before it drops (tail drop)
 
 
 class LinkError(AssertionError):
@@ -51,6 +53,7 @@ class StackLink:
         self._seq = 0
         self.sent = 0
         self.lost = 0
+        self._free = [self.now, self.now]  # when each direction's bottleneck is idle (to a, to b)
         # Observers: called with (sender is a, packet) for every packet sent.
         self.taps: list[Callable[[bool, bytes], None]] = []
 
@@ -71,7 +74,15 @@ class StackLink:
                     if self.random.random() < p.corrupt and data:
                         i = self.random.randrange(len(data))
                         data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
-                    when = self.now + p.delay + self.random.random() * p.jitter
+                    sent_at = self.now
+                    if p.rate:
+                        d = 1 if from_a else 0
+                        start = max(self.now, self._free[d])
+                        if start - self.now > p.queue:
+                            self.lost += 1  # the bottleneck's queue is full
+                            continue
+                        sent_at = self._free[d] = start + len(data) / p.rate
+                    when = sent_at + p.delay + self.random.random() * p.jitter
                     self._seq += 1
                     heapq.heappush(self._flight, (when, self._seq, 1 if from_a else 0, data))
 
