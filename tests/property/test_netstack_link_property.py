@@ -1,6 +1,8 @@
 """Two wgpy.netstack stacks over a lossy, reordering, duplicating, corrupting
-in-memory link (wgpy.testing.stacklink): whatever the link does, each side
-reads exactly what the other sent, in order, and both connections close."""
+in-memory link (wgpy.testing.stacklink), with or without a bottleneck that
+drops what its queue cannot hold, with SACK loss recovery or NewReno's:
+whatever the link does, each side reads exactly what the other sent, in
+order, and both connections close."""
 
 from __future__ import annotations
 
@@ -25,9 +27,14 @@ def _data(seed: int, n: int) -> bytes:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @example(seed=7, a_to_b=120_000, b_to_a=60_000, loss=0.15, delay=0.05, jitter=0.02,
-         duplicate=0.05, corrupt=0.02, batch=64, v6=False, small_window=True)
+         duplicate=0.05, corrupt=0.02, batch=64, v6=False, small_window=True, rate=0.0,
+         sack=True)
 @example(seed=8, a_to_b=120_000, b_to_a=60_000, loss=0.05, delay=0.001, jitter=0.02,
-         duplicate=0.0, corrupt=0.0, batch=1, v6=True, small_window=False)
+         duplicate=0.0, corrupt=0.0, batch=1, v6=True, small_window=False, rate=0.0,
+         sack=False)
+@example(seed=9, a_to_b=120_000, b_to_a=120_000, loss=0.01, delay=0.01, jitter=0.002,
+         duplicate=0.0, corrupt=0.0, batch=8, v6=False, small_window=False, rate=200_000.0,
+         sack=True)
 @given(
     seed=st.integers(0, 2**32),
     a_to_b=st.integers(0, 120_000),
@@ -40,14 +47,17 @@ def _data(seed: int, n: int) -> bytes:
     batch=st.sampled_from([1, 8, 64]),
     v6=st.booleans(),
     small_window=st.booleans(),
+    rate=st.sampled_from([0.0, 200_000.0, 2e6]),
+    sack=st.booleans(),
 )
 def test_both_directions_arrive_intact(seed: int, a_to_b: int, b_to_a: int, loss: float,
                                        delay: float, jitter: float, duplicate: float,
                                        corrupt: float, batch: int, v6: bool,
-                                       small_window: bool) -> None:
-    cfg = TcpConfig(recv_buffer=16 * 1024 if small_window else 1 << 20, msl=1.0)
+                                       small_window: bool, rate: float, sack: bool) -> None:
+    cfg = TcpConfig(recv_buffer=16 * 1024 if small_window else 1 << 20, msl=1.0, sack=sack)
     link = StackLink(seed, LinkParams(loss=loss, delay=delay, jitter=jitter,
-                                      duplicate=duplicate, corrupt=corrupt, batch=batch),
+                                      duplicate=duplicate, corrupt=corrupt, batch=batch,
+                                      rate=rate),
                      config=cfg)
     lst = link.b.listen(443)
     c = link.a.connect(pack(B_ADDR6 if v6 else B_ADDR4), 443, link.now)

@@ -1,10 +1,13 @@
-"""Congestion control: NewReno (RFC 5681, with RFC 6582's fast recovery).
+"""Congestion control: NewReno's window (RFC 5681, RFC 6582) under RFC 6675's
+loss recovery.
 
 The connection tells the controller what happened (bytes newly
-acknowledged, a duplicate ACK, a retransmission timeout) and asks it how
-much may be in flight (``cwnd``).  Fast retransmit and the choice of what
-to retransmit stay in the connection; this module holds only the
-arithmetic of the window.
+acknowledged, a loss found, a retransmission timeout) and asks it how
+much may be in flight (``cwnd``).  Finding losses and choosing what to
+retransmit is ``recovery``'s; this module holds only the arithmetic of the
+window.  In recovery the window is not inflated by duplicate ACKs: the
+connection compares it with the pipe (RFC 6675), which already leaves out
+what the receiver holds and what was lost.
 
 Slow start grows the window by the bytes each ACK newly acknowledges
 (RFC 3465's byte counting without its L limit, as Linux counts packets):
@@ -17,13 +20,12 @@ from __future__ import annotations
 from typing import Final
 
 INITIAL_WINDOW_SEGMENTS: Final = 10  # RFC 6928
-DUPACK_THRESHOLD: Final = 3  # RFC 5681 3.2
 
 
 class NewReno:
     """cwnd and ssthresh in bytes, and the fast-recovery state of RFC 6582."""
 
-    __slots__ = ("mss", "cwnd", "ssthresh", "in_recovery", "recover", "_acc")
+    __slots__ = ("mss", "cwnd", "ssthresh", "in_recovery", "recover", "_acc", "_prior")
 
     def __init__(self, mss: int) -> None:
         self.mss = mss
@@ -32,19 +34,18 @@ class NewReno:
         self.in_recovery = False
         self.recover = -1  # the highest sequence sent when recovery (or a timeout) began
         self._acc = 0  # congestion avoidance: bytes acknowledged toward the next MSS
+        self._prior = (self.cwnd, self.ssthresh)  # before the last reduction
 
     def on_ack(self, acked: int, ack: int, flight: int) -> bool:
         """``acked`` new bytes were acknowledged up to ``ack``, leaving ``flight``
         in flight.  Returns True for a partial ACK in recovery (RFC 6582 3.2
-        step 3): the caller retransmits the next unacknowledged segment."""
+        step 3: without SACK, the next unacknowledged segment is lost too)."""
         if self.in_recovery:
             if ack >= self.recover:
-                # Full acknowledgment: deflate (RFC 6582 3.2 step 3, option 1).
+                # Full acknowledgment (RFC 6582 3.2 step 3, option 1: no burst).
                 self.in_recovery = False
                 self.cwnd = min(self.ssthresh, max(flight, self.mss) + self.mss)
                 return False
-            # Partial: deflate by what was acked, add back one MSS.
-            self.cwnd = max(self.cwnd - acked + self.mss, self.mss)
             return True
         if self.cwnd < self.ssthresh:
             self.cwnd = min(self.cwnd + acked, max(self.ssthresh, self.cwnd))
@@ -55,22 +56,33 @@ class NewReno:
                 self.cwnd += self.mss
         return False
 
-    def on_dupack(self, count: int, flight: int, ack: int, highest_sent: int) -> bool:
-        """The ``count``-th duplicate ACK of ``ack`` in a row.  Returns True when
-        it starts fast retransmit (the caller resends the first unacknowledged
-        segment)."""
-        if self.in_recovery:
-            self.cwnd += self.mss  # inflate (RFC 5681 3.2 step 4)
-            return False
-        if count != DUPACK_THRESHOLD or ack <= self.recover:
-            # RFC 6582 4.1: duplicates that do not cover ``recover`` are echoes of a
-            # loss already being repaired, not a new one.
-            return False
+    def may_recover(self, una: int) -> bool:
+        """A loss found now starts a new recovery: none is running, and the
+        losses of the last one (or of a timeout) are all repaired (RFC 6582 4.1)."""
+        return not self.in_recovery and una >= self.recover
+
+    def in_loss_episode(self, una: int) -> bool:
+        """Recovering, from a fast retransmit or a timeout (RFC 8985's "in
+        recovery")."""
+        return self.in_recovery or una < self.recover
+
+    def on_loss(self, flight: int, highest_sent: int) -> None:
+        """Enter fast recovery (RFC 6675 5 step 4.2): half the flight, once."""
+        self._prior = (self.cwnd, self.ssthresh)
         self.ssthresh = max(flight // 2, 2 * self.mss)
-        self.cwnd = self.ssthresh + DUPACK_THRESHOLD * self.mss
+        self.cwnd = self.ssthresh
         self.in_recovery = True
         self.recover = highest_sent
-        return True
+        self._acc = 0
+
+    def undo(self) -> None:
+        """The recovery was for a loss that was not (every retransmission reached
+        the receiver twice): end it, and restore the window as it was."""
+        cwnd, ssthresh = self._prior
+        self.cwnd = max(self.cwnd, cwnd)
+        self.ssthresh = max(self.ssthresh, ssthresh)
+        self.in_recovery = False
+        self.recover = -1  # a loss found from now on is a new one
 
     def on_timeout(self, flight: int, highest_sent: int) -> None:
         """The retransmission timer expired (RFC 5681 3.1, eq. 4; RFC 6582 4.2)."""

@@ -26,11 +26,14 @@ Where this follows what, section by section:
 * acknowledgments: in-order data is acknowledged once per batch of input
   (``flush``, called by the stack after each batch) rather than by a
   delayed-ACK timer; out-of-order data at once, with SACK blocks (RFC
-  2018), so the sender's fast retransmit sees every duplicate;
-* retransmission: RFC 6298 (``rto``), go-back-N from the first
-  unacknowledged byte after a timeout; fast retransmit and NewReno fast
-  recovery (``congestion``); zero-window probes (3.8.6.1); keepalives
-  (3.8.4) when enabled;
+  2018), so the sender's loss recovery sees every hole, and data we had
+  already with a D-SACK (RFC 2883), so it learns that it resent needlessly;
+* retransmission: RFC 6298's timer (``rto``); SACK-based loss recovery
+  (RFC 6675) with RACK's time-based loss detection (RFC 8985), or NewReno's
+  (RFC 6582) with a peer that does not SACK (``recovery``); the window's
+  arithmetic (``congestion``); after a timeout everything unSACKed is
+  resent, lowest first, as the window reopens; zero-window probes
+  (3.8.6.1); keepalives (3.8.4) when enabled;
 * closing: half-close by FIN, TIME_WAIT for 2 MSL, an orphaned FIN_WAIT_2
   bounded as Linux bounds it (``tcp_fin_timeout``), RST on ``abort`` and
   on ``close`` with unread data (RFC 2525 2.17).
@@ -49,6 +52,7 @@ from wgpy.netstack.congestion import NewReno
 from wgpy.netstack.events import Ready
 from wgpy.netstack.ip import Buffer, Path
 from wgpy.netstack.reassembly import Reassembly
+from wgpy.netstack.recovery import DUPTHRESH, Scoreboard
 from wgpy.netstack.rto import RttEstimator
 from wgpy.netstack.segment import ACK, FIN, PSH, RST, SYN, Segment
 
@@ -59,6 +63,7 @@ _M = 0xFFFFFFFF
 _HALF = 1 << 31
 _WRAP = 1 << 32
 MAX_WINDOW = 65535  # the header field; larger windows need window scaling
+WC_DEL_ACK = 0.2  # RFC 8985 7.2: the longest a receiver delays an ACK
 
 
 class State(enum.Enum):
@@ -158,10 +163,20 @@ class TcpConnection:
         self.wscale_ok = False
         self.closed_by_app = False
         self.ack_pending = False
+        self._dsack: tuple[int, int] | None = None  # a duplicate to report in the next ACK
         # path and recovery
         self.mss_limit = mss  # what our MTU allows
         self.mss = mss
         self.cc = NewReno(mss)
+        self.sb = Scoreboard()
+        self._force_rtx = False  # send the next lost segment even if the pipe is full
+        self._reno_held = 0  # without SACK: bytes the duplicate ACKs say the receiver holds
+        self._undo_marker: int | None = None  # SND.UNA when the current recovery began
+        self._undo_retrans = 0  # its retransmissions not yet reported as duplicates
+        self.tlp_at: float | None = None  # the tail loss probe's timer
+        self.retransmits = 0  # segments sent again (counters, as Linux's tcp_info has)
+        self.timeouts = 0  # retransmission timeouts with data in flight
+        self._tlp_end: int | None = None  # SND.MAX when a probe went, until it is answered
         self.rtt = RttEstimator(config.min_rto, config.max_rto)
         self._rtt_seq: int | None = None  # the segment being timed ends here
         self._rtt_time = 0.0
@@ -337,6 +352,8 @@ class TcpConnection:
         if not ok:
             if not flags & RST:
                 self.ack_pending = True
+                if n and seq + n <= rcv_nxt and self.sack_ok:
+                    self._dsack = (seq, seq + n)  # we had it: say so (RFC 2883)
                 if right == rcv_nxt and flags & ACK and seq == rcv_nxt:
                     self._on_ack(seg, seq, now)  # a zero window still takes ACKs
             return
@@ -401,6 +418,15 @@ class TcpConnection:
         if self.rtx_at is not None and now >= self.rtx_at:
             self.rtx_at = None
             self._on_rtx_timer(now)
+        if self.tlp_at is not None and now >= self.tlp_at:
+            self.tlp_at = None
+            if self.state in _SENDING and self.snd_una < self.snd_max:
+                self._on_tlp_timer(now)
+        if self.sb.reo_at is not None and now >= self.sb.reo_at:
+            self.sb.reo_at = None
+            if self.state in _SENDING and self.snd_una < self.snd_max:
+                self._detect_loss(now)  # the reordering timer (RFC 8985 6.3)
+                self._output(now)
         if self.ka_at is not None and now >= self.ka_at and self.state is not State.CLOSED:
             self._on_keepalive_timer(now)
         self._update_deadline()
@@ -489,15 +515,8 @@ class TcpConnection:
             self.ack_pending = True  # it acknowledges what we never sent
             return False
         wnd = seg.window << self.snd_wscale
-        if ack > self.snd_una:
-            self._ack_new(ack, now)
-        elif (ack == self.snd_una and self.snd_una < self.snd_max and not len(seg.payload)
-              and not seg.flags & (SYN | FIN) and wnd == self.snd_wnd):
-            self._dupacks += 1
-            flight = self.snd_max - self.snd_una
-            if self.cc.on_dupack(self._dupacks, flight, ack, self.snd_max):
-                self._rtt_seq = None
-                self._retransmit_first(now)
+        if self.snd_una < self.snd_max:
+            self._on_ack_data(seg, ack, wnd, now)
         # The send window (3.10.7.4): from the newest segment only.
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
             opened = wnd > self.snd_wnd
@@ -520,7 +539,59 @@ class TcpConnection:
                 return False
         return True
 
-    def _ack_new(self, ack: int, now: float) -> None:
+    def _on_ack_data(self, seg: Segment, ack: int, wnd: int, now: float) -> None:
+        """An ACK while data is in flight: the scoreboard, loss detection, recovery."""
+        sb = self.sb
+        una = self.snd_una
+        if ack > una:
+            sb.ack(ack, now)
+            partial = self._ack_new(ack, now)
+            if partial and not self.sack_ok and sb.mark_first_lost():
+                self._force_rtx = True  # RFC 6582 3.2 step 3
+        elif (ack == una and not len(seg.payload) and not seg.flags & (SYN | FIN)
+              and wnd == self.snd_wnd):
+            self._dupacks += 1
+            if not self.sack_ok:
+                self._reno_held = min(self._reno_held + self.mss, self.snd_max - una)
+        if self.sack_ok and seg.sack:
+            blocks = [(_unwrap(left, ack), _unwrap(right, ack)) for left, right in seg.sack]
+            dsack = sb.sack(blocks, self.snd_una, self.snd_max, now)
+            sb.update_reo_wnd(dsack, self.snd_una, self.snd_max)
+            if dsack and self._undo_marker is not None and blocks[0][0] >= self._undo_marker:
+                # The receiver had what we resent.  When it had all we resent in
+                # this recovery, the loss was reordering: undo the window's
+                # reduction (RFC 2883 5, as Linux's DSACK undo).
+                self._undo_retrans -= 1
+                if self._undo_retrans <= 0:
+                    self._undo_marker = None
+                    self.cc.undo()
+        if self.snd_una < self.snd_max:
+            self._detect_loss(now)
+        else:
+            sb.reo_at = None
+        self._update_deadline()
+
+    def _detect_loss(self, now: float) -> None:
+        """Judge what is lost; a first loss starts a recovery (RFC 6675 5)."""
+        sb = self.sb
+        una = self.snd_una
+        cc = self.cc
+        found = False
+        if self.sack_ok:
+            if sb.sacked or cc.in_loss_episode(una):
+                srtt = self.rtt.srtt if self.rtt.srtt is not None else self.rtt.rto
+                found = sb.detect_loss(now, sb.reo_wnd(cc.in_loss_episode(una), srtt)) > 0
+        elif self._dupacks == DUPTHRESH:
+            found = sb.mark_first_lost()  # RFC 5681 3.2 step 2
+        if found and cc.may_recover(una):
+            cc.on_loss(self.snd_max - una, self.snd_max)
+            self._force_rtx = True  # the first retransmission goes at once (RFC 6675 4.3)
+            self._undo_marker = una
+            self._undo_retrans = 0
+            self._tlp_end = self.tlp_at = None
+
+    def _ack_new(self, ack: int, now: float) -> bool:
+        """Returns True for a partial acknowledgment in recovery."""
         acked = ack - self.snd_una
         end_data = self.buf_seq + len(self.sndbuf)
         data_acked = min(ack, end_data) - self.buf_seq
@@ -538,10 +609,16 @@ class TcpConnection:
         self._retries = 0
         self._dupacks = 0
         self.soft_error = None
-        if self.cc.on_ack(acked, ack, self.snd_max - ack):
-            self._retransmit_first(now)
+        was_recovering = self.cc.in_recovery
+        partial = self.cc.on_ack(acked, ack, self.snd_max - ack)
+        if was_recovering and not self.cc.in_recovery:
+            self.sb.recovery_ended()
+        self._reno_held = max(self._reno_held - acked, 0) if self.cc.in_recovery else 0
         self.rtx_at = None if ack >= self.snd_max else now + self.rtt.rto
-        self._update_deadline()
+        if self._tlp_end is not None and ack >= self._tlp_end:
+            self._tlp_end = None  # the probe was answered
+        self._arm_tlp(now)
+        return partial  # the caller updates the deadline
 
     def _receive_data(self, seq: int, payload: memoryview | bytes) -> None:
         if seq == self.rcv_nxt:
@@ -612,9 +689,11 @@ class TcpConnection:
     def _emit(self, seq: int, flags: int, payload: Buffer = b"") -> None:
         """Send one segment at ``seq`` (unwrapped) carrying our ACK and window."""
         opts = b""
-        if self.sack_ok and self.reasm and flags & ACK:
-            opts = segment.sack_option([(s & _M, e & _M) for s, e in
-                                        self.reasm.ranges(segment.MAX_SACK_BLOCKS)])
+        if self.sack_ok and (self.reasm or self._dsack) and flags & ACK:
+            blocks = [self._dsack] if self._dsack else []
+            self._dsack = None
+            blocks += self.reasm.ranges(segment.MAX_SACK_BLOCKS - len(blocks))
+            opts = segment.sack_option([(s & _M, e & _M) for s, e in blocks])
         self._out.append(segment.build(self.path, self.lport, self.rport, seq & _M,
                                        self.rcv_nxt & _M, flags, self._window(), opts,
                                        payload))
@@ -627,42 +706,48 @@ class TcpConnection:
                                        flags, 0))
 
     def _output(self, now: float) -> None:
-        """Send new data (and the FIN) as far as the windows allow."""
+        """Send what the windows allow: first the segments judged lost, lowest
+        first, then new data and the FIN (RFC 6675 ``NextSeg``)."""
         end_data = self.buf_seq + len(self.sndbuf)
-        limit = self.snd_una + min(self.cc.cwnd, self.snd_wnd)
-        mss = self.mss
+        sb = self.sb
+        cwnd = self.cc.cwnd
+        pipe = max(sb.pipe(self.snd_max - self.snd_una) - self._reno_held, 0)
         sent = False
+        if sb.lost:
+            while pipe < cwnd or self._force_rtx:
+                seg = sb.next_lost()
+                if seg is None:
+                    break
+                self._force_rtx = False
+                self._send_again(seg.start, seg.end, end_data)
+                sb.retransmitted(seg, now)
+                self._undo_retrans += 1
+                pipe += seg.end - seg.start
+                sent = True
+        self._force_rtx = False
+        limit = self.snd_una + self.snd_wnd
+        mss = self.mss
         while True:
             nxt = self.snd_nxt
             avail = end_data - nxt
             if avail > 0:
-                n = min(mss, avail, limit - nxt)
+                n = min(mss, avail, limit - nxt, cwnd - pipe)
                 if n <= 0:
                     break
                 if n < mss and n < avail and n < self.max_snd_wnd // 2:
                     break  # silly window: wait for room for a full segment
-                last = nxt + n == end_data
-                flags = ACK | PSH if last else ACK
-                if last and self.fin_queued:
-                    flags |= FIN
-                off = nxt - self.buf_seq
-                self._emit(nxt, flags, self.sndbuf[off : off + n])
-                self.snd_nxt = nxt + n + (1 if flags & FIN else 0)
-            elif avail == 0 and self.fin_queued and nxt == end_data:
-                self._emit(nxt, ACK | FIN)
-                self.snd_nxt = nxt + 1
-            else:
+            elif not (avail == 0 and self.fin_queued and nxt == end_data):
                 break
+            else:
+                n = 0  # the FIN alone
+            self._send_new(n, end_data, now)
+            pipe += self.snd_nxt - nxt
             sent = True
-            if self._rtt_seq is None and self.snd_nxt > self.snd_max:
-                self._rtt_seq = self.snd_nxt
-                self._rtt_time = now
-            if self.snd_nxt > self.snd_max:
-                self.snd_max = self.snd_nxt
         if sent:
             if self.rtx_at is None:
                 self.rtx_at = now + self.rtt.rto
-                self._update_deadline()
+            self._arm_tlp(now)
+            self._update_deadline()
         elif end_data > self.snd_nxt and self.snd_una == self.snd_max and self.rtx_at is None:
             # Data waits, nothing is in flight, and the window takes no segment
             # we may send (zero, or too small): the persist timer (3.8.6.1), which
@@ -670,21 +755,70 @@ class TcpConnection:
             self.rtx_at = now + self.rtt.rto
             self._update_deadline()
 
-    def _retransmit_first(self, now: float) -> None:
-        """Resend the segment at ``snd_una`` (fast retransmit, partial ACK)."""
-        una = self.snd_una
+    def _send_new(self, n: int, end_data: int, now: float) -> None:
+        """Send the ``n`` bytes at SND.NXT, with the FIN if they are the last."""
+        nxt = self.snd_nxt
+        last = nxt + n == end_data
+        flags = ACK | PSH if last else ACK
+        if last and self.fin_queued:
+            flags |= FIN
+        if n:
+            off = nxt - self.buf_seq
+            self._emit(nxt, flags, self.sndbuf[off : off + n])
+        else:
+            self._emit(nxt, flags & ~PSH)
+        self.snd_nxt = nxt + n + (1 if flags & FIN else 0)
+        self.sb.sent(nxt, self.snd_nxt, now)
+        if self.snd_nxt > self.snd_max:
+            if self._rtt_seq is None:
+                self._rtt_seq = self.snd_nxt
+                self._rtt_time = now
+            self.snd_max = self.snd_nxt
+
+    def _arm_tlp(self, now: float) -> None:
+        """Arm the tail loss probe (RFC 8985 7.2) if it may be sent and comes
+        before the RTO: a tail lost whole draws no ACK to detect it by."""
+        self.tlp_at = None
+        srtt = self.rtt.srtt
+        if (not self.sack_ok or srtt is None or self._tlp_end is not None
+                or self.snd_una == self.snd_max or self.cc.in_loss_episode(self.snd_una)):
+            return
+        pto = 2 * srtt
+        if self.snd_max - self.snd_una <= self.mss:
+            pto += WC_DEL_ACK  # one segment: the peer may delay its ACK
+        if self.rtx_at is None or now + pto < self.rtx_at:
+            self.tlp_at = now + pto
+
+    def _on_tlp_timer(self, now: float) -> None:
+        """Send the probe (RFC 8985 7.3): new data if the peer's window takes it,
+        else the last segment again; the RTO then starts afresh."""
         end_data = self.buf_seq + len(self.sndbuf)
-        n = min(self.mss, end_data - una)
-        if n > 0:
-            off = una - self.buf_seq
-            flags = ACK | PSH
-            if una + n == end_data and self.fin_queued and self.snd_max > end_data:
-                flags |= FIN
-            self._emit(una, flags, self.sndbuf[off : off + n])
-        elif self.fin_queued and self.snd_max > end_data:
-            self._emit(end_data, ACK | FIN)
+        room = self.snd_una + self.snd_wnd - self.snd_nxt
+        if end_data > self.snd_nxt and room > 0:
+            self._send_new(min(self.mss, end_data - self.snd_nxt, room), end_data, now)
+        else:
+            seg = self.sb.last()
+            if seg is None:
+                return
+            self._send_again(seg.start, seg.end, end_data)
+            self.sb.resent(seg, now)
+        self._tlp_end = self.snd_max
         self.rtx_at = now + self.rtt.rto
-        self._update_deadline()
+
+    def _send_again(self, start: int, end: int, end_data: int) -> None:
+        """Retransmit [start, end) (a FIN counts one, past the data)."""
+        self.retransmits += 1
+        if self._rtt_seq is not None and start < self._rtt_seq <= end:
+            self._rtt_seq = None  # Karn: the timed segment is the one resent
+        stop = min(end, end_data)
+        flags = ACK | PSH
+        if end > end_data:
+            flags |= FIN
+        if stop > start:
+            off = start - self.buf_seq
+            self._emit(start, flags, self.sndbuf[off : stop - self.buf_seq])
+        else:
+            self._emit(start, flags & ~PSH)
 
     def _fin_state_after_queue(self) -> None:
         if self.state is State.ESTABLISHED:
@@ -718,11 +852,15 @@ class TcpConnection:
             if self._retries > cfg.data_retries:
                 self._terminate(self.soft_error or errno.ETIMEDOUT)
                 return
+            self.timeouts += 1
             self.cc.on_timeout(self.snd_max - self.snd_una, self.snd_max)
             self.rtt.expired()
             self._rtt_seq = None
             self._dupacks = 0
-            self.snd_nxt = self.snd_una  # go back: resend from the first unacknowledged byte
+            self._reno_held = 0
+            self._undo_marker = None
+            self._tlp_end = self.tlp_at = None
+            self.sb.timed_out()  # resend everything not acknowledged, lowest first
             self._output(now)
             if self.rtx_at is None:
                 self.rtx_at = now + self.rtt.rto
@@ -735,6 +873,7 @@ class TcpConnection:
                 n = min(room, self.mss, end_data - self.snd_nxt)
                 off = self.snd_nxt - self.buf_seq
                 self._emit(self.snd_nxt, ACK | PSH, self.sndbuf[off : off + n])
+                self.sb.sent(self.snd_nxt, self.snd_nxt + n, now)
                 self.snd_nxt += n
                 self.snd_max = max(self.snd_max, self.snd_nxt)
             else:
@@ -756,7 +895,7 @@ class TcpConnection:
 
     def _enter_time_wait(self, now: float) -> None:
         self.state = State.TIME_WAIT
-        self.rtx_at = None
+        self.rtx_at = self.sb.reo_at = self.tlp_at = None
         self.ka_at = None
         self._arm_close(now + 2 * self.config.msl)
 
@@ -765,7 +904,8 @@ class TcpConnection:
         self._update_deadline()
 
     def _update_deadline(self) -> None:
-        times = [t for t in (self.rtx_at, self.ka_at, self.close_at) if t is not None]
+        times = [t for t in (self.rtx_at, self.ka_at, self.close_at, self.sb.reo_at,
+                             self.tlp_at) if t is not None]
         deadline = min(times) if times else None
         if deadline != self.deadline:
             self.deadline = deadline
@@ -774,7 +914,7 @@ class TcpConnection:
     def _terminate(self, error: int | None, silently: bool = False) -> None:
         self.state = State.CLOSED
         self.error = error
-        self.rtx_at = self.ka_at = self.close_at = None
+        self.rtx_at = self.ka_at = self.close_at = self.sb.reo_at = self.tlp_at = None
         self.deadline = None
         if not silently:
             self.events |= Ready.CLOSED | Ready.READABLE | Ready.WRITABLE
