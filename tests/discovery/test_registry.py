@@ -124,15 +124,21 @@ def test_apex_soa_ns_and_glue(reg: Registry) -> None:
     assert r.answer and r.answer[0].rdtype == dns.rdatatype.SOA
 
 
-def test_soa_serial_moves_when_the_data_changes(reg: Registry) -> None:
-    def serial(snap: Snapshot) -> int:
-        r = ask(reg, "wg.example.", "SOA", snap=snap)
+def test_soa_serial_moves_when_the_data_changes_at_most_once_per_interval() -> None:
+    reg = Registry(NAMES, serial=1_700_000_000, serial_interval=2.0)
+
+    def serial() -> int:
+        r = ask(reg, "wg.example.", "SOA")
         return int(r.answer[0][0].serial)
 
-    first = serial(SNAP)
-    assert serial(SNAP) == first
+    assert reg.observe(SNAP, 10.0) == 1_700_000_000  # the first version keeps the start
+    assert reg.observe(SNAP, 20.0) is None and serial() == 1_700_000_000
     moved = Snapshot([PeerView(KA, (A_EP[0], 40001), ("10.99.0.1/32",))])
-    assert serial(moved) == first + 1
+    assert reg.observe(moved, 21.0) == 1_700_000_001
+    back = Snapshot([PeerView(KA, (A_EP[0], 40002), ("10.99.0.1/32",))])
+    assert reg.observe(back, 22.0) is None  # too soon: folded into the next version
+    assert reg.journal.pending and serial() == 1_700_000_001
+    assert reg.observe(back, 23.0) == 1_700_000_002 and serial() == 1_700_000_002
 
 
 def test_outside_zone_refused_not_authoritative(reg: Registry) -> None:
@@ -202,7 +208,7 @@ def test_update_through_tunnel_publishes_lan_candidates(reg: Registry) -> None:
     (Source(ipaddress.ip_address("10.99.0.1"), 5353, via_tunnel=False), KA),  # not via tunnel
     (TUNNEL_A, KB),  # someone else's key
     (Source(ipaddress.ip_address("10.99.0.7"), 5353, via_tunnel=True), KA),  # KC's range
-    (Source(ipaddress.ip_address("10.99.0.1"), 5353, True, "tcp"), KA),  # TCP
+    (Source(ipaddress.ip_address("10.99.0.1"), 5353, False, "tcp"), KA),  # TCP, not tunnel
 ])
 def test_update_refused_unless_source_routes_to_the_key(
     reg: Registry, source: Source, key: bytes
@@ -275,7 +281,7 @@ def test_two_questions_formerr_and_other_opcodes_notimp(reg: Registry) -> None:
     wire = reg.handle_wire(q.to_wire(), OUTSIDE, SNAP, 0.0)
     assert wire and dns.message.from_wire(wire).rcode() == dns.rcode.FORMERR
     q = dns.message.make_query("wg.example.", "SOA")
-    q.set_opcode(dns.opcode.NOTIFY)
+    q.set_opcode(dns.opcode.STATUS)
     wire = reg.handle_wire(q.to_wire(), OUTSIDE, SNAP, 0.0)
     assert wire and dns.message.from_wire(wire).rcode() == dns.rcode.NOTIMP
     q = dns.message.make_query("wg.example.", "AXFR")

@@ -150,9 +150,7 @@ def test_on_loop_runs_on_the_loop_thread_and_times_out() -> None:
 
 
 def test_path_kinds_from_discovers_state() -> None:
-    import enum
-
-    from wgpy.discovery.metrics import PathBook, kind_of, path_kind
+    from wgpy.discovery.metrics import PathBook, path_kind
     from wgpy.discovery.paths import Candidate, Observed, Origin, PathSelector
 
     nat = Candidate(("198.51.100.2", 51820), Origin.NAT)
@@ -172,9 +170,11 @@ def test_path_kinds_from_discovers_state() -> None:
         assert path_kind(sel, t, obs, cands) == want
     # Silence for longer than stale_after: none again.
     assert path_kind(sel, 30.0, Observed(nat.text, rx_bytes=300), cands) == "none"
-    # A relay's candidate (issue 13 adds the origin) is "relayed".
-    relay_origin = enum.Enum("relay_origin", {"RELAY": "relay"})
-    assert kind_of(Candidate(("10.200.0.2", 40000), relay_origin.RELAY)) == "relayed"  # type: ignore[arg-type]
+    # Traffic through the relay allocation discover was given is "relayed".
+    relay = Candidate(("10.200.0.2", 40000), Origin.RELAY)
+    obs = Observed(relay.text, rx_bytes=400)
+    sel.step(31.0, obs, cands, relay)
+    assert path_kind(sel, 31.0, obs, cands, relay) == "relayed"
     book = PathBook()
     book.observe(b"k" * 32, "none", None, 0.0)
     book.observe(b"k" * 32, "direct", nat.text, 5.0)

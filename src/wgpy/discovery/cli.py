@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from types import FrameType
 
@@ -17,9 +18,20 @@ from wgpy.control.endpoint import split_host_port
 from wgpy.control.uapi import UapiError, UapiProtocolError
 from wgpy.control.uapi_client import UapiClient
 from wgpy.discovery.client import Discoverer, DiscoverOptions, RegistryUnreachable
+from wgpy.discovery.mesh import DEFAULT_GRACE
 from wgpy.discovery.records import IPAddress, Names
-from wgpy.discovery.registry import DEFAULT_LEASE, DEFAULT_TTL, Registry
+from wgpy.discovery.registry import DEFAULT_LEASE, DEFAULT_SERIAL_INTERVAL, DEFAULT_TTL, Registry
+from wgpy.discovery.relay import (
+    DEFAULT_IDLE,
+    DEFAULT_MAX_PER_PEER,
+    DEFAULT_MAX_TOTAL,
+    DEFAULT_PORTS,
+    RelayTable,
+)
 from wgpy.discovery.server import RegistryServer, SelfConfig, run
+from wgpy.discovery.tsigkeys import Keyring, parse_keyfile
+from wgpy.discovery.update import interface_addresses
+from wgpy.protocol.errors import ConfigError
 from wgpy.protocol.events import Endpoint
 from wgpy.service import journal, notify
 from wgpy.service.metrics import MetricsServer, listen_address
@@ -44,11 +56,25 @@ records (B32 is a public key in base32, matched case-insensitively):
   _wireguard-lan._udp.ZONE    PTR, SRV, TXT and B32.lan.ZONE A/AAAA: LAN candidates
                               that peers publish by DNS UPDATE
   _whoami.ZONE                TXT "addr=IP" "port=PORT": the querier's source, as seen
+  _wireguard-probe._udp.ZONE  SRV  0 0 PORT probeN.ZONE: the public listeners for NAT
+                              type probes (--probe), so discover needs no --nat-probe
+  B32Y.B32X._wireguard-relay._udp.ZONE  SRV 0 0 PORT relay.ZONE: X's endpoint for Y
+                              on the relay (--relay), once X asked for one
   ZONE                        SOA and NS (NS host: ns1.ZONE unless --ns-name)
 
-LAN candidate updates (RFC 2136) are accepted only over UDP, only when they
-arrive on INTERFACE, and only for the key whose allowed IPs hold the update's
-source address: WireGuard's own authentication is the credential.
+Updates (RFC 2136) publish LAN candidates and ask for relays.  They are
+accepted only when they arrive on INTERFACE (UDP, or TCP to a --listen
+address of INTERFACE) and only for the key whose allowed IPs hold the
+update's source address: WireGuard's own authentication is the credential.
+
+The relay (--relay) carries WireGuard datagrams unchanged between two peers
+that cannot reach each other directly: a UDP port per peer and pair, no keys,
+so the registry learns nothing of the traffic.  Allocations end after
+--relay-idle seconds without traffic.
+
+Secondaries (--secondary, e.g. BIND 9) get NOTIFY when the data changes (at
+most once per --serial-interval) and may transfer the zone (AXFR, IXFR, over
+TCP); with --tsig-keyfile, transfers must be signed with a key of that file.
 
 The registry runs in the foreground and logs to stderr until SIGINT or
 SIGTERM, as a service manager (systemd, runit, s6) expects; in a shell, put
@@ -60,9 +86,14 @@ examples:
   wgpy registry --interface wg0 --zone wg.example.net \\
       --listen 203.0.113.1:53 --listen 203.0.113.1:5353 --listen 10.99.0.254:53
   dig @10.99.0.254 _wireguard._udp.wg.example.net PTR
+  wgpy registry --interface wg0 --zone wg.example.net --relay 203.0.113.1 \\
+      --secondary 198.51.100.53 --tsig-keyfile /etc/wgpy/xfr.key \\
+      --listen 203.0.113.1:53 --listen 203.0.113.1:5353 --listen 10.99.0.254:53
+  kill -USR1 PID     # log one line of counters
 
 exit status:
-  0 after SIGINT or SIGTERM, 1 if a listener cannot be bound, 2 on bad usage.
+  0 after SIGINT or SIGTERM, 1 if a listener cannot be bound or the device or
+  the key file cannot be read, 2 on bad usage.
 """
 
 DISCOVER_DESCRIPTION = """\
@@ -79,11 +110,22 @@ otherwise.  A peer whose traffic is flowing is left alone.  Hole punching
 needs persistent keepalive on both peers (1 to 25 seconds).
 
 discover also publishes this host's LAN addresses (DNS UPDATE through the
-tunnel) and, given two --nat-probe listeners, reports whether our NAT is
-symmetric (a mapping per destination), in which case the published mapping
-cannot work for other peers.
+tunnel) and asks the registry's NAT probe listeners (those the zone
+publishes, or --nat-probe) which mapping they see: if our NAT is symmetric (a
+mapping per destination), the published mapping cannot work for other peers.
 
-The peer whose allowed IPs hold the registry address is never changed.
+When no direct candidate answers, or either side's NAT is symmetric, discover
+asks the registry for a relay (through the tunnel) and points the peer's
+endpoint at it.  The relay forwards the sealed WireGuard datagrams as they
+are; the session stays end to end.  A relayed peer keeps trying direct
+candidates, briefly and with a growing wait (up to --direct-retry), and
+leaves the relay as soon as one answers.
+
+With several --registry servers (the registry and secondaries such as BIND
+that carry its zone), queries go to the first that answers, and updates to
+the first that accepts them.
+
+The peer whose allowed IPs hold a registry address is never changed.
 
 Without --once, discover keeps running in the foreground, looking up again
 every --interval seconds and logging to stderr, until SIGINT or SIGTERM, as a
@@ -95,8 +137,9 @@ stdout, for cron.
 DISCOVER_EPILOG = """\
 examples:
   wgpy discover --interface wg0 --registry 10.99.0.254 --zone wg.example.net --once
-  wgpy discover --interface wg0 --registry 10.99.0.254 --zone wg.example.net \\
-      --nat-probe 203.0.113.1:53 --nat-probe 203.0.113.1:5353 --mesh
+  wgpy discover --interface wg0 --registry 10.99.0.254 --zone wg.example.net --mesh
+  wgpy discover --interface wg0 --registry 10.99.0.254 --registry 198.51.100.53 \\
+      --zone wg.example.net --tsig-keyfile /etc/wgpy/update.key
 
 exit status:
   0 on success (--once) or after SIGINT/SIGTERM, 1 if the device or the
@@ -203,6 +246,39 @@ def _ttl(text: str) -> int:
     return v
 
 
+def _count(text: str) -> int:
+    v = _ttl(text)
+    if not 0 < v <= 65535:
+        raise argparse.ArgumentTypeError(f"{v} is out of range (1 to 65535)")
+    return v
+
+
+def _port_range(text: str) -> range:
+    low, sep, high = text.partition("-")
+    lo = _port(low)
+    hi = _port(high) if sep else lo
+    if hi - lo < 1:
+        raise argparse.ArgumentTypeError(f"bad port range {text!r}: give LOW-HIGH, LOW < HIGH")
+    return range(lo, hi + 1)
+
+
+def _serial_interval(text: str) -> float:
+    v = _nonneg_float(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError("the serial interval is at least 1 second")
+    return v
+
+
+def _keyring(path: str) -> Keyring:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return parse_keyfile(f.read(), path)
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror or e}", path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not a text file", path) from None
+
+
 def _keepalive(text: str) -> int:
     v = _ttl(text)
     if not 0 < v <= 65535:
@@ -261,6 +337,38 @@ def registry_parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh", type=_nonneg_float, default=0.5, metavar="SECONDS",
                    help="cache the device's peer table this long (default 0.5)")
     p.add_argument("--metrics", type=_metrics, metavar="ADDR:PORT", help=METRICS_HELP)
+    p.add_argument("--probe", action="append", type=_dest53, metavar="ADDR[:PORT]",
+                   help="a public listener to publish for NAT type probes (repeatable; "
+                        "default: the specific --listen addresses not on INTERFACE)")
+    relay = p.add_argument_group("relay")
+    relay.add_argument("--relay", action="append", type=_ip, default=[], metavar="ADDR",
+                       help="run the relay on this public address (one per address family)")
+    relay.add_argument("--relay-ports", type=_port_range, default=DEFAULT_PORTS,
+                       metavar="LOW-HIGH", help="UDP ports for relay allocations (default "
+                       f"{DEFAULT_PORTS[0]}-{DEFAULT_PORTS[-1]}; open them in the firewall)")
+    relay.add_argument("--relay-idle", type=_nonneg_float, default=DEFAULT_IDLE,
+                       metavar="SECONDS", help="end an allocation after this long without "
+                       f"traffic (default {DEFAULT_IDLE:g})")
+    relay.add_argument("--relay-max", type=_count, default=DEFAULT_MAX_TOTAL, metavar="N",
+                       help=f"at most N allocations in all (default {DEFAULT_MAX_TOTAL})")
+    relay.add_argument("--relay-max-per-peer", type=_count, default=DEFAULT_MAX_PER_PEER,
+                       metavar="N", help="at most N allocations involving one peer "
+                       f"(default {DEFAULT_MAX_PER_PEER})")
+    sec = p.add_argument_group("secondaries")
+    sec.add_argument("--secondary", action="append", type=_dest53, default=[],
+                     metavar="ADDR[:PORT]", help="send NOTIFY here when the data changes, and "
+                     "let it transfer the zone (repeatable)")
+    sec.add_argument("--allow-transfer", action="append", type=_cidr, default=[],
+                     metavar="CIDR", help="also let these addresses transfer the zone")
+    sec.add_argument("--tsig-keyfile", metavar="FILE",
+                     help="TSIG keys in BIND's syntax (tsig-keygen): transfers must be signed "
+                          "with one, and NOTIFYs are signed with the first")
+    sec.add_argument("--update-tsig", action="store_true",
+                     help="UPDATEs must be signed too (besides arriving through the tunnel)")
+    sec.add_argument("--serial-interval", type=_serial_interval,
+                     default=DEFAULT_SERIAL_INTERVAL, metavar="SECONDS",
+                     help="at most one new SOA serial (and NOTIFY) per this many seconds "
+                          f"(default {DEFAULT_SERIAL_INTERVAL:g}, at least 1)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log every query")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     return p
@@ -279,7 +387,23 @@ def registry_main(argv: Sequence[str]) -> int:
             return 2
     listen: list[Endpoint] = args.listen or [("0.0.0.0", 53)]
     ns_addrs = [ip for ip in (ipaddress.ip_address(h) for h, _ in listen) if not ip.is_unspecified]
-    registry = Registry(names, ttl=args.ttl, ns_addresses=ns_addrs, lease=args.lease)
+    keyring = None
+    try:
+        if args.tsig_keyfile:
+            keyring = _keyring(args.tsig_keyfile)
+        relay = _relay_table(args)
+    except (ConfigError, ValueError) as e:
+        print(f"wgpy registry: error: {e}", file=sys.stderr)
+        return 1 if isinstance(e, ConfigError) else 2
+    if args.update_tsig and keyring is None:
+        print("wgpy registry: error: --update-tsig needs --tsig-keyfile", file=sys.stderr)
+        return 2
+    acl = [ipaddress.ip_network(f"{h}/{32 if ':' not in h else 128}") for h, _ in args.secondary]
+    acl += [ipaddress.ip_network(c) for c in args.allow_transfer]
+    registry = Registry(names, ttl=args.ttl, ns_addresses=ns_addrs, lease=args.lease,
+                        serial=int(time.time()), serial_interval=args.serial_interval,
+                        transfer_acl=acl, keyring=keyring, update_needs_tsig=args.update_tsig,
+                        relay=relay, probes=_probes(args.probe, listen, args.interface))
     self_cfg = None
     if args.self_ or args.self_endpoint or args.self_allowed:
         host = ipaddress.ip_address(args.self_endpoint[0]) if args.self_endpoint else None
@@ -291,8 +415,40 @@ def registry_main(argv: Sequence[str]) -> int:
     except (UapiError, UapiProtocolError, OSError) as e:
         print(f"wgpy registry: error: cannot read {args.interface}: {e}", file=sys.stderr)
         return 1
-    server = RegistryServer(registry, args.interface, listen, uapi, self_cfg, args.refresh)
+    server = RegistryServer(registry, args.interface, listen, uapi, self_cfg, args.refresh,
+                            secondaries=args.secondary)
     return run(server, args.metrics)
+
+
+def _relay_table(args: argparse.Namespace) -> RelayTable | None:
+    if not args.relay:
+        return None
+    addresses: dict[int, str] = {}
+    for ip in args.relay:
+        if ip.version in addresses:
+            raise ValueError(f"--relay: one address per family ({addresses[ip.version]} "
+                             f"and {ip})")
+        if ip.is_unspecified:
+            raise ValueError("--relay needs a specific address (it is published)")
+        addresses[ip.version] = str(ip)
+    return RelayTable(addresses, args.relay_ports, args.relay_idle, args.relay_max,
+                      args.relay_max_per_peer)
+
+
+def _probes(given: list[Endpoint] | None, listen: list[Endpoint], interface: str) -> list[Endpoint]:
+    """--probe, or the specific --listen addresses that are not the tunnel's."""
+    if given is not None:
+        return given
+    try:
+        tunnel = {str(a) for a in interface_addresses(interface)}
+    except OSError:
+        tunnel = set()
+    out = []
+    for host, port in listen:
+        ip = ipaddress.ip_address(host)
+        if not (ip.is_unspecified or ip.is_loopback or host in tunnel):
+            out.append((host, port))
+    return out
 
 
 def discover_parser() -> argparse.ArgumentParser:
@@ -306,9 +462,10 @@ def discover_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-i", "--interface", required=True, metavar="IF",
                    help="the local WireGuard device whose peer endpoints are set")
-    p.add_argument("-r", "--registry", required=True, type=_dest53, metavar="ADDR[:PORT]",
-                   help="the registry's DNS listener, normally its tunnel address "
-                        "(port 53 by default)")
+    p.add_argument("-r", "--registry", required=True, action="append", type=_dest53,
+                   metavar="ADDR[:PORT]",
+                   help="the registry's DNS listener, normally its tunnel address (port 53 by "
+                        "default); repeat it for secondaries to fall back to, in order")
     p.add_argument("-z", "--zone", required=True, type=_zone, metavar="ZONE",
                    help="the registry's zone")
     mode = p.add_mutually_exclusive_group()
@@ -324,6 +481,10 @@ def discover_parser() -> argparse.ArgumentParser:
                         "configured peers)")
     p.add_argument("--keepalive", type=_keepalive, default=25, metavar="SECONDS",
                    help="persistent keepalive for peers added by --mesh (default 25)")
+    p.add_argument("--mesh-grace", type=_nonneg_float, default=DEFAULT_GRACE, metavar="SECONDS",
+                   help="remove a peer --mesh added once the registry has not listed it for "
+                        f"this long (default {DEFAULT_GRACE:g}); configured peers are never "
+                        "removed")
     p.add_argument("--no-lan", action="store_true",
                    help="neither publish nor use LAN candidates")
     p.add_argument("--lan-address", action="append", type=_ip, metavar="ADDR",
@@ -332,7 +493,16 @@ def discover_parser() -> argparse.ArgumentParser:
     p.add_argument("--nat-probe", action="append", type=_dest53, default=[],
                    metavar="ADDR[:PORT]",
                    help="a public registry listener to ask for our mapping; give two (two "
-                        "addresses or ports) to detect a symmetric NAT")
+                        "addresses or ports) to detect a symmetric NAT (default: the "
+                        "listeners the zone publishes)")
+    p.add_argument("--no-relay", action="store_true",
+                   help="never ask for or use the registry's relay")
+    p.add_argument("--direct-retry", type=_nonneg_float, default=45.0, metavar="SECONDS",
+                   help="while relayed, try a direct path again at least this often "
+                        "(default 45; each try costs up to a second of lost packets)")
+    p.add_argument("--tsig-keyfile", metavar="FILE",
+                   help="sign updates with the first key of this file (BIND syntax), for a "
+                        "registry run with --update-tsig")
     p.add_argument("--try-timeout", type=_nonneg_float, default=6.0, metavar="SECONDS",
                    help="how long to wait for a reply through a candidate (default 6)")
     p.add_argument("--timeout", type=_nonneg_float, default=2.0, metavar="SECONDS",
@@ -347,6 +517,13 @@ def discover_main(argv: Sequence[str]) -> int:
     """``wgpy discover ARGS``: set peer endpoints from the registry, once or until a signal."""
     args = discover_parser().parse_args(list(argv))
     _logging(args.verbose, args.quiet, "wgpy discover")
+    key = None
+    if args.tsig_keyfile:
+        try:
+            key = next(iter(_keyring(args.tsig_keyfile).values()))
+        except ConfigError as e:
+            print(f"wgpy discover: error: {e}", file=sys.stderr)
+            return 1
     opts = DiscoverOptions(
         interface=args.interface,
         registry=args.registry,
@@ -357,6 +534,10 @@ def discover_main(argv: Sequence[str]) -> int:
         publish_lan=not args.no_lan,
         lan_addresses=args.lan_address,
         nat_probes=args.nat_probe,
+        mesh_grace=args.mesh_grace,
+        use_relay=not args.no_relay,
+        direct_retry=args.direct_retry,
+        tsig_key=key,
         dns_timeout=args.timeout,
         try_timeout=args.try_timeout,
         interval=args.interval,

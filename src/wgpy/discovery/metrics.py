@@ -13,8 +13,8 @@ to, and whether the peer's traffic flows (``PathSelector.healthy``):
 * ``direct``: traffic flows on the peer's NAT mapping, or on an endpoint
   WireGuard learned by roaming (no candidate names it);
 * ``lan``: traffic flows on a LAN candidate the peer published;
-* ``relayed``: traffic flows on a relay candidate (a candidate whose
-  ``Origin`` is a relay's);
+* ``relayed``: traffic flows through the registry's relay (the endpoint is
+  the relay allocation discover was given);
 * ``none``: no traffic within the selector's ``stale_after``.
 """
 
@@ -29,28 +29,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from wgpy.control.keys import Key
 from wgpy.discovery.paths import Candidate, Observed, PathSelector
+from wgpy.discovery.paths import PathState as PathKind
 
-PATH_KINDS = ("direct", "lan", "relayed", "none")
-# Candidate origins (``paths.Origin`` values) -> path kinds; an origin not
-# listed whose value names a relay is ``relayed``.
-_KIND_OF_ORIGIN = {"nat": "direct", "lan": "lan", "relay": "relayed"}
-
-
-def kind_of(candidate: Candidate) -> str:
-    origin = candidate.origin.value
-    return _KIND_OF_ORIGIN.get(origin, "relayed" if "relay" in origin else "direct")
+PATH_KINDS = tuple(k.value for k in PathKind)
 
 
 def path_kind(selector: PathSelector, now: float, observed: Observed,
-              candidates: Sequence[Candidate]) -> str:
-    """The kind of path a peer's traffic takes (see the module's docstring);
-    call after the selector's ``step`` for ``now``."""
-    if not selector.healthy(now, observed):
-        return "none"
-    for c in candidates:
-        if c.text == observed.endpoint:
-            return kind_of(c)
-    return "direct"
+              candidates: Sequence[Candidate], relay: Candidate | None = None) -> str:
+    """The kind of path a peer's traffic takes (see the module's docstring):
+    ``PathSelector.state``'s name for it; call after the selector's ``step``."""
+    return selector.state(now, observed, candidates, relay).value
 
 
 @dataclass(frozen=True)

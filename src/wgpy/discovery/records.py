@@ -15,6 +15,11 @@ RFC 4648 base32 with padding (56 characters), matched case-insensitively::
     <b32>.lan.Z                  A / AAAA <LAN addresses>
 
     _whoami.Z                    TXT "addr=<ip>" "port=<port>" (the querier's source, as seen)
+    _wireguard-probe._udp.Z      SRV  0 0 <port> probe<n>.Z      (public listeners for NAT probes)
+    probe<n>.Z                   A / AAAA <a public listener's address>
+
+    <b32 Y>.<b32 X>._wireguard-relay._udp.Z  SRV 0 0 <port> relay.Z  (X's endpoint for Y)
+    relay.Z                      A / AAAA <the relay's addresses>
 
 The apex holds SOA and NS.  This module only builds and parses names and
 rdata; which names exist and what to answer is ``registry``'s business.
@@ -49,6 +54,10 @@ SERVICE = "_wireguard._udp"
 LAN_SERVICE = "_wireguard-lan._udp"
 LAN_HOSTS = "lan"
 WHOAMI = "_whoami"
+PROBE_SERVICE = "_wireguard-probe._udp"
+PROBE_HOST_PREFIX = "probe"
+RELAY_SERVICE = "_wireguard-relay._udp"
+RELAY_HOST = "relay"
 TXT_VERSION = 1
 LABEL_LEN = 56  # base32 of 32 bytes, with "====" padding
 
@@ -103,6 +112,12 @@ class Kind(enum.Enum):
     HOST = "host"
     LAN_INSTANCE = "lan-instance"
     LAN_HOST = "lan-host"
+    PROBE_SERVICE = "probe-service"
+    PROBE_HOST = "probe-host"
+    RELAY_PARENT = "relay-parent"  # _wireguard-relay._udp.Z, an empty non-terminal
+    RELAY_OWNER = "relay-owner"  # <b32 X>._wireguard-relay._udp.Z, an empty non-terminal
+    RELAY_INSTANCE = "relay-instance"  # classify() gives X, the key whose endpoint it is
+    RELAY_HOST = "relay-host"
     UNKNOWN = "unknown"  # in the zone, but no such name can exist
 
 
@@ -148,6 +163,34 @@ class Names:
     def lan_host(self, key: bytes) -> dns.name.Name:
         return self._under(key_to_label(key), LAN_HOSTS)
 
+    @property
+    def probe_service(self) -> dns.name.Name:
+        return self._under(*PROBE_SERVICE.split("."))
+
+    def probe_host(self, index: int) -> dns.name.Name:
+        """The target of the ``index``-th (from 1) probe listener address."""
+        return self._under(f"{PROBE_HOST_PREFIX}{index}")
+
+    @property
+    def relay_host(self) -> dns.name.Name:
+        return self._under(RELAY_HOST)
+
+    def relay_instance(self, me: bytes, peer: bytes) -> dns.name.Name:
+        """The name whose SRV is ``me``'s endpoint for ``peer`` on the relay."""
+        return self._under(key_to_label(peer), key_to_label(me), *RELAY_SERVICE.split("."))
+
+    def relay_pair(self, name: dns.name.Name) -> tuple[bytes, bytes] | None:
+        """``(me, peer)`` for a relay instance name, else None."""
+        if not name.is_subdomain(self.zone) or name == self.zone:
+            return None
+        rel = [lbl.lower() for lbl in name.relativize(self.zone).labels]
+        if len(rel) != 4 or rel[2:] != [s.encode() for s in RELAY_SERVICE.split(".")]:
+            return None
+        peer, me = label_to_key(rel[0]), label_to_key(rel[1])
+        if peer is None or me is None:
+            return None
+        return me, peer
+
     def classify(self, name: dns.name.Name) -> tuple[Kind, bytes | None]:
         """What ``name`` is, and the public key it names (for per-peer names)."""
         if not name.is_subdomain(self.zone):
@@ -169,6 +212,22 @@ class Names:
             return Kind.LAN_PARENT, None
         if rel == [WHOAMI.encode()]:
             return Kind.WHOAMI, None
+        probe = [s.encode() for s in PROBE_SERVICE.split(".")]
+        relay = [s.encode() for s in RELAY_SERVICE.split(".")]
+        if rel == probe:
+            return Kind.PROBE_SERVICE, None
+        if rel == relay:
+            return Kind.RELAY_PARENT, None
+        if rel == [RELAY_HOST.encode()]:
+            return Kind.RELAY_HOST, None
+        if len(rel) == 1 and _probe_index(rel[0]) is not None:
+            return Kind.PROBE_HOST, None
+        if len(rel) >= 3 and rel[-2:] == relay:
+            pair = self.relay_pair(name)
+            if pair is not None:
+                return Kind.RELAY_INSTANCE, pair[0]
+            me = label_to_key(rel[0]) if len(rel) == 3 else None
+            return (Kind.RELAY_OWNER, me) if me is not None else (Kind.UNKNOWN, None)
         key = label_to_key(rel[0])
         if key is None:
             return Kind.UNKNOWN, None
@@ -182,6 +241,22 @@ class Names:
         if kind is None:
             return Kind.UNKNOWN, None
         return kind, key
+
+
+def _probe_index(label: bytes) -> int | None:
+    prefix = PROBE_HOST_PREFIX.encode()
+    digits = label[len(prefix):]
+    if not label.startswith(prefix) or not digits.isdigit() or digits.startswith(b"0"):
+        return None
+    return int(digits)
+
+
+def probe_index(names: Names, name: dns.name.Name) -> int | None:
+    """The index of a probe host name (``probe3.Z`` -> 3), else None."""
+    if not name.is_subdomain(names.zone) or name == names.zone:
+        return None
+    rel = name.relativize(names.zone).labels
+    return _probe_index(rel[0].lower()) if len(rel) == 1 else None
 
 
 def _absolute(name: str | dns.name.Name) -> dns.name.Name:

@@ -74,3 +74,19 @@ def detect_lan_addresses(interface: str, exclude: Sequence[IPNetwork]) -> list[I
                 out.append(ip)
     return out
 
+
+
+def interface_addresses(interface: str) -> list[IPAddress]:
+    """The addresses configured on ``interface`` (none if it does not exist)."""
+    from pyroute2 import IPRoute
+
+    out: list[IPAddress] = []
+    with IPRoute() as ipr:
+        links = ipr.link_lookup(ifname=interface)
+        if not links:
+            return out
+        for msg in ipr.get_addr(index=links[0]):
+            text = msg.get_attr("IFA_ADDRESS")
+            if text:
+                out.append(ipaddress.ip_address(text))
+    return out

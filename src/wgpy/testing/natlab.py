@@ -12,12 +12,22 @@ unsolicited inbound traffic, conntrack timeouts), so the page and the
 tests cannot drift apart.  Both LANs use 192.168.1.0/24 on purpose, as
 home networks do.  The overlay is 10.99.0.0/24 with the registry at .254.
 
+With ``v6=True`` the lab is dual-stack as the page's IPv6 section builds
+it: the registry at fd00:200::2, NAT ``index`` public at fd00:20<index>::2
+with the LAN prefix fd00:<index>1::/64 routed to it (no NAT), and the page's
+IPv6 firewall block on each router.  ``build_secondary`` adds a BIND 9
+secondary of the registry's zone on the public side (10.203.0.2), run by
+``named`` in its own namespace with a configuration of its own.
+
 The device is ``wgpyd`` unless ``WGPY_TEST_DEVICE=wireguard-go``.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -30,11 +40,29 @@ from wgpy.testing.walkthrough import README, extract
 DEVICE = device_under_test()
 NAT_LAB_PAGE = README.parent / "docs" / "nat-lab.md"
 HOME_ROUTER = "Make the NAT routers behave like home routers"  # the page's heading
+HOME_ROUTER6 = "IPv6: no NAT, a stateful firewall"
 ZONE = "wg.test"
 REG_PUBLIC = "10.200.0.2"
+REG_PUBLIC6 = "fd00:200::2"
 REG_TUNNEL = "10.99.0.254"
+SECONDARY = "10.203.0.2"
 WG_PORT = 51820
 CLI = [sys.executable, "-m", "wgpy.discovery.cli"]
+
+
+def _router_block(heading: str) -> str:
+    page = NAT_LAB_PAGE
+    found = [b for b in extract(page.read_text(), heading)
+             if b.lang == "sh" and b.hosts == ("nat-a", "nat-b")]
+    if len(found) != 1:
+        raise ValueError(f"{page}: expected one '# on nat-a and nat-b' block under "
+                         f"{heading!r}, found {len(found)}")
+    return found[0].text
+
+
+def home_router6() -> str:
+    """docs/nat-lab.md's IPv6 firewall commands, for a NAT router's namespace."""
+    return "set -e\n" + _router_block(HOME_ROUTER6)
 
 
 def home_router(random_fully: bool = False) -> str:
@@ -45,12 +73,7 @@ def home_router(random_fully: bool = False) -> str:
     :raises ValueError: when the page no longer has exactly one such block.
     """
     page = NAT_LAB_PAGE
-    found = [b for b in extract(page.read_text(), HOME_ROUTER)
-             if b.lang == "sh" and b.hosts == ("nat-a", "nat-b")]
-    if len(found) != 1:
-        raise ValueError(f"{page}: expected one '# on nat-a and nat-b' block under "
-                         f"{HOME_ROUTER!r}, found {len(found)}")
-    text = found[0].text
+    text = _router_block(HOME_ROUTER)
     if random_fully:
         if text.count("-j MASQUERADE\n") != 1:
             raise ValueError(f"{page}: the home-router block needs one MASQUERADE rule")
@@ -66,6 +89,7 @@ class Host:
     public: str
     tunnel: str
     lan: str = ""
+    lan6: str = ""
 
 
 @dataclass
@@ -77,6 +101,10 @@ class NatLab:
     nat_public: dict[str, str] = field(default_factory=dict)
     lans: dict[str, str] = field(default_factory=dict)  # nat name -> bridge namespace
     peers: dict[str, Host] = field(default_factory=dict)
+    v6: bool = False
+    nat_public6: dict[str, str] = field(default_factory=dict)
+    nat_index: dict[str, int] = field(default_factory=dict)
+    registry_proc: subprocess.Popen[bytes] | None = None
     _lan_n: dict[str, int] = field(default_factory=dict)
 
     def run(self, ns: str, cmd: str, check: bool = True) -> str:
@@ -84,9 +112,12 @@ class NatLab:
 
     # -- building -------------------------------------------------------------
 
-    def build_internet(self) -> None:
+    def build_internet(self, v6: bool = False) -> None:
         self.inet = self.lab.netns("inet")
+        self.v6 = v6
         self.run(self.inet, "sysctl -qw net.ipv4.ip_forward=1")
+        if v6:
+            self.run(self.inet, "sysctl -qw net.ipv6.conf.all.forwarding=1")
 
     def start_device(self, ns: str, tunnel: str, prefix: int = 24) -> Host:
         ifname = self.lab.wg_name()
@@ -104,6 +135,10 @@ class NatLab:
         self.lab.veth(self.inet, ns, "reg0", "eth0")
         self.run(self.inet, "ip addr add 10.200.0.1/24 dev reg0")
         self.run(ns, f"ip addr add {REG_PUBLIC}/24 dev eth0 && ip route add default via 10.200.0.1")
+        if self.v6:
+            self.run(self.inet, "ip addr add fd00:200::1/64 dev reg0 nodad")
+            self.run(ns, f"ip addr add {REG_PUBLIC6}/64 dev eth0 nodad && "
+                         "ip -6 route add default via fd00:200::1")
         self.reg = self.start_device(ns, REG_TUNNEL)
         return self.reg
 
@@ -120,10 +155,29 @@ class NatLab:
             "ip addr add 192.168.1.1/24 dev br0",
         ]))
         self.run(ns, home_router(random_fully))
+        if self.v6:
+            pub6 = f"fd00:20{index}::2"
+            self.run(self.inet, f"ip addr add fd00:20{index}::1/64 dev nat{name}0 nodad && "
+                                f"ip -6 route add fd00:{index}1::/64 via {pub6}")
+            self.run(ns, " && ".join([
+                f"ip addr add {pub6}/64 dev eth0 nodad",
+                f"ip -6 route add default via fd00:20{index}::1",
+                f"ip addr add fd00:{index}1::1/64 dev br0 nodad",
+            ]))
+            self.run(ns, home_router6())
+            self.nat_public6[name] = pub6
         self.nats[name] = ns
         self.nat_public[name] = pub
+        self.nat_index[name] = index
         self._lan_n[name] = 10
         return ns
+
+    def set_nat(self, name: str, random_fully: bool) -> None:
+        """Change NAT ``name``'s MASQUERADE to (or from) ``--random-fully`` and forget
+        its mappings, as a router that is reconfigured (or replaced) does."""
+        rule = "MASQUERADE --random-fully" if random_fully else "MASQUERADE"
+        self.run(self.nats[name], f"iptables -t nat -R POSTROUTING 1 -o eth0 -j {rule} && "
+                                  "conntrack -F 2>/dev/null; true")
 
     def build_peer(self, name: str, nat: str, tunnel: str) -> Host:
         ns = self.lab.netns(f"peer{name}")
@@ -134,19 +188,28 @@ class NatLab:
         lan = f"192.168.1.{self._lan_n[nat]}"
         self._lan_n[nat] += 10
         self.run(ns, f"ip addr add {lan}/24 dev eth0 && ip route add default via 192.168.1.1")
+        lan6 = ""
+        if nat in self.nat_public6:
+            index = self.nat_index[nat]
+            lan6 = f"fd00:{index}1::{self._lan_n[nat] - 10}"
+            self.run(ns, f"ip addr add {lan6}/64 dev eth0 nodad && "
+                         f"ip -6 route add default via fd00:{index}1::1")
         host = self.start_device(ns, tunnel)
         host.lan = lan
+        host.lan6 = lan6
         self.peers[name] = host
         return host
 
     # -- WireGuard configuration ----------------------------------------------------
 
-    def connect_to_registry(self, peer: Host, keepalive: int = 1) -> None:
+    def connect_to_registry(self, peer: Host, keepalive: int = 1, v6: bool = False) -> None:
+        """Both sides' configuration; ``v6``: the peer reaches the registry over IPv6."""
         assert self.reg is not None
         self.run(self.reg.ns, f"wg set {self.reg.ifname} peer {peer.public} "
                               f"allowed-ips {peer.tunnel}/32")
+        where = f"[{REG_PUBLIC6}]" if v6 else REG_PUBLIC
         self.run(peer.ns, f"wg set {peer.ifname} peer {self.reg.public} allowed-ips "
-                          f"{REG_TUNNEL}/32 endpoint {REG_PUBLIC}:{WG_PORT} "
+                          f"{REG_TUNNEL}/32 endpoint {where}:{WG_PORT} "
                           f"persistent-keepalive {keepalive}")
 
     def add_peer(self, a: Host, b: Host, keepalive: int = 1) -> None:
@@ -180,24 +243,85 @@ class NatLab:
 
     # -- the programs under test ---------------------------------------------------
 
-    def start_registry(self, *extra: str) -> None:
+    def start_registry(self, *extra: str) -> subprocess.Popen[bytes]:
         assert self.reg is not None
+        listen = [f"{REG_PUBLIC}:53", f"{REG_PUBLIC}:5353", f"{REG_TUNNEL}:53"]
+        if self.v6:
+            listen += [f"[{REG_PUBLIC6}]:53", f"[{REG_PUBLIC6}]:5353"]
         argv = [*CLI, "registry", "--interface", self.reg.ifname, "--zone", ZONE,
-                "--listen", f"{REG_PUBLIC}:53", "--listen", f"{REG_PUBLIC}:5353",
-                "--listen", f"{REG_TUNNEL}:53", "--ttl", "1", *extra]
-        self.lab.popen(self.reg.ns, argv, log="registry.log")
+                *(a for x in listen for a in ("--listen", x)), "--ttl", "1", *extra]
+        self.registry_proc = self.lab.popen(self.reg.ns, argv, log="registry.log")
         self.lab.wait_for("the registry to listen", lambda: self.dig(
             self.reg.ns if self.reg else "", REG_PUBLIC, f"{ZONE} SOA", check=False) != "",
             10, 0.1)
+        return self.registry_proc
 
-    def discover_argv(self, peer: Host, *extra: str) -> list[str]:
-        return [*CLI, "discover", "--interface", peer.ifname, "--registry", REG_TUNNEL,
-                "--zone", ZONE, "--nat-probe", f"{REG_PUBLIC}:53",
-                "--nat-probe", f"{REG_PUBLIC}:5353", "--timeout", "1",
-                *extra]
+    def registry_stats(self) -> dict[str, int]:
+        """The registry's counters: SIGUSR1, then the ``stats`` line it logs."""
+        proc = self.registry_proc
+        assert proc is not None and proc.poll() is None
+        before = self.lab.log("registry.log").count(" stats ")
+        os.kill(proc.pid, signal.SIGUSR1)
+        self.lab.wait_for("the registry's stats line",
+                          lambda: self.lab.log("registry.log").count(" stats ") > before, 5)
+        line = [x for x in self.lab.log("registry.log").splitlines() if " stats " in x][-1]
+        return {k: int(v) for k, v in re.findall(r"(\S+)=(-?\d+)", line)}
 
-    def start_discover(self, peer: Host, *extra: str) -> subprocess.Popen[bytes]:
-        argv = self.discover_argv(peer, "--interval", "2", *extra)
+    # -- a BIND 9 secondary -------------------------------------------------------
+
+    def build_secondary(self, keyfile: str | None = None) -> str:
+        """A namespace ``sec`` on the public side at 10.203.0.2 running ``named`` as a
+        secondary of the registry's zone (transfers signed with ``keyfile``'s key)."""
+        ns = self.lab.netns("sec")
+        self.lab.veth(self.inet, ns, "sec0", "eth0")
+        self.run(self.inet, "ip addr add 10.203.0.1/24 dev sec0")
+        self.run(ns, f"ip addr add {SECONDARY}/24 dev eth0 && "
+                     "ip route add default via 10.203.0.1")
+        d = self.lab.workdir / "named"
+        d.mkdir(mode=0o700, exist_ok=True)
+        key_text, key_ref = "", ""
+        if keyfile is not None:
+            key_text = f'include "{keyfile}";\n'
+            name = re.search(r'key\s+"([^"]+)"', open(keyfile).read())
+            assert name is not None
+            key_ref = f' key "{name.group(1)}"'
+        (d / "named.conf").write_text(f"""\
+options {{
+    directory "{d}";
+    pid-file "{d}/named.pid";
+    session-keyfile "{d}/session.key";
+    listen-on port 53 {{ {SECONDARY}; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    notify no;
+    dnssec-validation no;
+    allow-query {{ any; }};
+}};
+controls {{ }};
+{key_text}zone "{ZONE}" {{
+    type secondary;
+    primaries {{ {REG_PUBLIC}{key_ref}; }};
+    file "{d}/{ZONE}.db";
+    check-names ignore;
+}};
+""")
+        self.lab.popen(ns, ["named", "-g", "-u", "root", "-c", str(d / "named.conf")],
+                       log="named.log")
+        return ns
+
+    def discover_argv(self, peer: Host, *extra: str, probes: bool = True,
+                      registry: tuple[str, ...] = (REG_TUNNEL,)) -> list[str]:
+        """``probes=False``: no --nat-probe (discover finds the zone's own)."""
+        probe_args = ["--nat-probe", f"{REG_PUBLIC}:53", "--nat-probe",
+                      f"{REG_PUBLIC}:5353"] if probes else []
+        return [*CLI, "discover", "--interface", peer.ifname,
+                *(a for r in registry for a in ("--registry", r)),
+                "--zone", ZONE, *probe_args, "--timeout", "1", *extra]
+
+    def start_discover(self, peer: Host, *extra: str, probes: bool = True,
+                       registry: tuple[str, ...] = (REG_TUNNEL,)) -> subprocess.Popen[bytes]:
+        argv = self.discover_argv(peer, "--interval", "2", *extra, probes=probes,
+                                  registry=registry)
         return self.lab.popen(peer.ns, argv, log=f"discover-{peer.ifname}.log")
 
     def dig(self, ns: str, server: str, query: str, port: int = 53, check: bool = True) -> str:
@@ -208,8 +332,10 @@ class NatLab:
     def dig_full(self, ns: str, query: str) -> str:
         return self.run(ns, f"dig +time=1 +tries=2 @{REG_PUBLIC} {query}")
 
-    def send_update(self, ns: str, server: str, public_b64: str, lan_ip: str) -> str:
-        """Send a LAN-candidate UPDATE for ``public_b64`` from ``ns``; return the rcode text."""
+    def send_update(self, ns: str, server: str, public_b64: str, lan_ip: str,
+                    tcp: bool = False) -> str:
+        """Send a LAN-candidate UPDATE for ``public_b64`` from ``ns`` (over UDP, or
+        TCP); return the rcode text."""
         script = (
             "import base64, sys, dns.query, dns.rcode, ipaddress\n"
             "from wgpy.discovery.records import Names\n"
@@ -217,6 +343,22 @@ class NatLab:
             f"key = base64.b64decode({public_b64!r})\n"
             f"msg = build_update(Names.for_zone({ZONE!r}), key, 51820, "
             f"[ipaddress.ip_address({lan_ip!r})], None, 30)\n"
+            f"r = dns.query.{'tcp' if tcp else 'udp'}(msg, {server!r}, timeout=2)\n"
+            "print(dns.rcode.to_text(r.rcode()))\n"
+        )
+        return self.lab.run(ns, [sys.executable, "-c", script]).stdout.strip()
+
+    def send_relay_request(self, ns: str, server: str, me_b64: str, peer_b64: str,
+                           port: int = 0) -> str:
+        """Ask for a relay between two keys from ``ns``; return the rcode text."""
+        script = (
+            "import base64, dns.query, dns.rcode, dns.update\n"
+            "from wgpy.discovery import records\n"
+            "from wgpy.discovery.records import Names\n"
+            f"n = Names.for_zone({ZONE!r})\n"
+            f"me, peer = base64.b64decode({me_b64!r}), base64.b64decode({peer_b64!r})\n"
+            "msg = dns.update.UpdateMessage(n.zone)\n"
+            f"msg.add(n.relay_instance(me, peer), 30, records.srv({port}, n.relay_host))\n"
             f"r = dns.query.udp(msg, {server!r}, timeout=2)\n"
             "print(dns.rcode.to_text(r.rcode()))\n"
         )
