@@ -199,15 +199,15 @@ class Discoverer:
             log.warning("no --registry address is inside any peer's allowed IPs: queries will "
                         "not go through the tunnel and LAN candidate updates will be refused")
         self._refreshes += 1
+        own = self.lookup(me)
+        self.our_public = own.nat[0] if own else None  # its family decides the probes'
         # While relayed, the NAT type is measured every pass: a NAT that stops
         # being symmetric is what lets a relayed peer go direct.
         relayed = any(s is PathState.RELAYED for s in self.paths.values())
         if self._refreshes % NAT_PROBE_EVERY == 1 or relayed:
             self.probe_nat()
         if self.opts.publish_lan:
-            self.publish(info, me)  # first: a peer starting at the same time may see it
-        own = self.lookup(me)
-        self.our_public = own.nat[0] if own else None
+            self.publish(info, me)  # before the lookups: a peer starting now may see it
         for peer in info.peers:
             if peer.public_key in self.registry_peers:
                 continue
