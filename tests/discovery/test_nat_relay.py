@@ -185,5 +185,5 @@ def test_a_relayed_path_goes_direct_when_the_nat_allows(nl: NatLab) -> None:
     # Unused, the allocation ends (--relay-idle 6): its records go, its ports close.
     nl.lab.wait_for("the relay allocation to expire",
                     lambda: nl.registry_stats()["relay.allocations"] == 0, 15, 0.5)
-    assert nl.registry_stats()["relay.expired"] == 1
+    assert nl.registry_stats()["relay.expired"] >= 1
     assert nl.ping(a, b.tunnel)

@@ -500,15 +500,19 @@ class Discoverer:
                          state.value, where)
 
     def _set_endpoint(self, peer: PeerInfo, c: Candidate, nudge: bool) -> None:
-        lines = [f"public_key={peer.public_key.hex()}", "update_only=true"]
+        head = [f"public_key={peer.public_key.hex()}", "update_only=true"]
+        lines = list(head)
         if peer.endpoint != c.text:
             lines.append(f"endpoint={c.text}")
         pka = peer.persistent_keepalive_interval
         if nudge and pka:
             # Turning persistent keepalive off and on makes the device send a
-            # keepalive now (wireguard-go, the kernel), starting a handshake.
-            lines += ["persistent_keepalive_interval=0", f"persistent_keepalive_interval={pka}"]
-        if len(lines) > 2:
+            # keepalive now (wgpyd, wireguard-go, the kernel), starting a
+            # handshake if needed.  Two sets: wgpyd applies a set as a whole, so
+            # "0" then "N" in one set would leave N and send nothing.
+            self.uapi.set([*lines, "persistent_keepalive_interval=0"])
+            self.uapi.set([*head, f"persistent_keepalive_interval={pka}"])
+        elif len(lines) > len(head):
             self.uapi.set(lines)
             self.counters.endpoint_sets += 1
 
@@ -528,7 +532,10 @@ class Discoverer:
         failures = 0
         while not stop.is_set():
             now = self.clock()
-            if now >= next_refresh:
+            # A direct probe from the relay loses packets until it ends: a refresh
+            # (DNS round trips, NAT probes) waits for it rather than prolong it.
+            probing = any(s.fallback is not None for s in self.selectors.values())
+            if now >= next_refresh and not probing:
                 try:
                     self.refresh()
                     if failures:
@@ -552,8 +559,8 @@ class Discoverer:
             except (UapiError, UapiProtocolError) as e:
                 log.warning("cannot read %s: %s", self.opts.interface, e)
                 busy = False
-            probing = any(s.trying is not None for s in self.selectors.values())
-            stop.wait(0.25 if busy or probing else 1.0)
+            trying = any(s.trying is not None for s in self.selectors.values())
+            stop.wait(0.25 if busy or trying else 1.0)
         return 0
 
     def metrics(self) -> Iterator[Metric]:
