@@ -7,7 +7,9 @@ second test.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 
 import pytest
@@ -159,7 +161,7 @@ def test_a_relayed_path_goes_direct_when_the_nat_allows(nl: NatLab) -> None:
         20, 0.2)
 
     # Ping every 0.1 s while NAT A stops being symmetric.
-    nl.lab.popen(a.ns, f"ping -n -D -i 0.1 -w 40 {b.tunnel}", log="ping.log")
+    pinger = nl.lab.popen(a.ns, f"ping -n -D -i 0.1 -w 40 {b.tunnel}", log="ping.log")
     time.sleep(2)
     nl.set_nat("A", random_fully=False)
     flipped = time.monotonic()
@@ -175,7 +177,8 @@ def test_a_relayed_path_goes_direct_when_the_nat_allows(nl: NatLab) -> None:
     assert s2["relay.forwarded.datagrams"] == s1, (s1, s2)
     # No gap over 2 s in the ping replies, before, during and after the switch.
     time.sleep(1)
-    nl.run(a.ns, "pkill -INT -x ping; true")
+    os.killpg(pinger.pid, signal.SIGINT)  # its own session: this ping only
+    pinger.wait(timeout=5)
     times = [float(t) for t in re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", nl.lab.log(
         "ping.log"), re.M)]
     assert len(times) > 50

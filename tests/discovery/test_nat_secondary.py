@@ -56,7 +56,7 @@ def nl(lab: Lab) -> NatLab:
 
 def test_bind_follows_the_registry_and_discover_uses_it(nl: NatLab) -> None:
     keyfile = nl.lab.workdir / "xfr.key"
-    keyfile.write_text(nl.run(None, "tsig-keygen -a hmac-sha256 xfr"))
+    keyfile.write_text(nl.lab.run(None, "tsig-keygen -a hmac-sha256 xfr").stdout)
     keyfile.chmod(0o600)
     secret = re.search(r'secret "([^"]+)"', keyfile.read_text())
     assert secret is not None
