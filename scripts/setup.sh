@@ -4,12 +4,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # prometheus, haproxy, apache2-utils (ab) and systemd (systemd-analyze) are for
-# the operations tests and bench/proxy.py: the tests run their own instances
+# the operations tests and bench/proxy.py, bind9 for the NAT lab's BIND 9
+# secondary (named, tsig-keygen): the tests run their own instances
 # (never the system services, which these packages do not start without
 # systemd as PID 1 or with a policy-rc.d that forbids it).
 PKGS=(wireguard-go wireguard-tools iperf3 iproute2 iputils-ping nftables iptables
       bind9-dnsutils curl netcat-openbsd conntrack procps kmod tshark xxd
       prometheus haproxy apache2-utils systemd util-linux
+      bind9  # named and tsig-keygen: the NAT lab's BIND 9 secondary
       chromium chromium-driver zbar-tools)  # wgpy ui's browser test
 missing=()
 for p in "${PKGS[@]}"; do
