@@ -29,6 +29,7 @@ from wgpy.discovery.ratelog import Budget, LogLimiter
 from wgpy.discovery.records import Names
 from wgpy.discovery.registry import PeerView, Registry, Snapshot, Source
 from wgpy.discovery.tsigkeys import parse_keyfile
+from wgpy.discovery.update import build_update
 from wgpy.protocol.errors import ConfigError
 
 NAMES = Names.for_zone("wg.example")
@@ -295,3 +296,35 @@ def test_bad_keyfiles_name_file_and_line(text: str, needle: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_keyfile(text, "/etc/wgpy/xfr.key")
     assert needle in str(e.value) and str(e.value).startswith("/etc/wgpy/xfr.key")
+
+
+# -- signed UPDATEs ------------------------------------------------------------------
+
+
+def test_update_tsig_needs_the_tunnel_and_a_signature() -> None:
+    reg = Registry(NAMES, keyring=KEYRING, update_needs_tsig=True)
+    reg.observe(snap(), 0.0)
+    via_tunnel = Source(ipaddress.ip_address("10.99.0.1"), 5353, via_tunnel=True)
+    outside = Source(ipaddress.ip_address("10.201.0.2"), 5353)
+
+    def update(source: Source, key: dns.tsig.Key | None, addr: str) -> int:
+        msg = build_update(NAMES, KA, 51820, [ipaddress.ip_address(addr)], None, 30)
+        if key is not None:
+            msg.use_tsig(key)
+        wire = reg.handle_wire(msg.to_wire(), source, snap(), 0.0)
+        assert wire is not None
+        return dns.message.from_wire(wire, keyring=lambda m, n: False).rcode()
+
+    wrong = dns.tsig.Key("xfr", base64.b64encode(b"x" * 32).decode(), dns.tsig.HMAC_SHA256)
+    assert update(via_tunnel, None, "192.168.1.10") == dns.rcode.REFUSED
+    assert update(via_tunnel, wrong, "192.168.1.11") == dns.rcode.NOTAUTH
+    assert update(outside, KEY, "192.168.1.12") == dns.rcode.REFUSED
+    assert not reg.lan and reg.stats["updates.accepted"] == 0
+    assert reg.stats["update.refused"] == 2 and reg.stats["tsig.badsig"] == 1
+    assert update(via_tunnel, KEY, "192.168.1.13") == dns.rcode.NOERROR
+    assert [str(a) for a in reg.lan[KA].addresses] == ["192.168.1.13"]
+
+
+def test_update_tsig_needs_a_keyring() -> None:
+    with pytest.raises(ValueError):
+        Registry(NAMES, update_needs_tsig=True)

@@ -669,7 +669,7 @@ class Registry:
         self.last_refusal = f"TSIG {name} from {source.ip}"
         line = self.loglimit.line("tsig", self.last_refusal, now)
         if line is not None:
-            self.logs.append((logging.WARNING, f"refused: {line}"))
+            self.logs.append((logging.WARNING, f"refused tsig: {line}"))
         if not self.budget.allow("tsig", now):
             self.stats["tsig.dropped"] += 1
             return []

@@ -333,18 +333,25 @@ controls {{ }};
         return self.run(ns, f"dig +time=1 +tries=2 @{REG_PUBLIC} {query}")
 
     def send_update(self, ns: str, server: str, public_b64: str, lan_ip: str,
-                    tcp: bool = False) -> str:
+                    tcp: bool = False, tsig: tuple[str, str] | None = None) -> str:
         """Send a LAN-candidate UPDATE for ``public_b64`` from ``ns`` (over UDP, or
-        TCP); return the rcode text."""
+        TCP), signed with ``tsig`` = (key name, base64 hmac-sha256 secret) if given;
+        return the rcode text (for a TSIG error, the rcode and the TSIG error)."""
+        sign = (f"msg.use_tsig(dns.tsig.Key({tsig[0]!r}, {tsig[1]!r}, "
+                "dns.tsig.HMAC_SHA256))\n") if tsig else ""
         script = (
-            "import base64, sys, dns.query, dns.rcode, ipaddress\n"
+            "import base64, sys, dns.message, dns.query, dns.rcode, dns.tsig, ipaddress\n"
             "from wgpy.discovery.records import Names\n"
             "from wgpy.discovery.update import build_update\n"
             f"key = base64.b64decode({public_b64!r})\n"
             f"msg = build_update(Names.for_zone({ZONE!r}), key, 51820, "
             f"[ipaddress.ip_address({lan_ip!r})], None, 30)\n"
-            f"r = dns.query.{'tcp' if tcp else 'udp'}(msg, {server!r}, timeout=2)\n"
-            "print(dns.rcode.to_text(r.rcode()))\n"
+            f"{sign}"
+            "try:\n"
+            f"    r = dns.query.{'tcp' if tcp else 'udp'}(msg, {server!r}, timeout=2)\n"
+            "    print(dns.rcode.to_text(r.rcode()))\n"
+            "except dns.tsig.PeerError as e:\n"
+            "    print('NOTAUTH', type(e).__name__)\n"
         )
         return self.lab.run(ns, [sys.executable, "-c", script]).stdout.strip()
 
