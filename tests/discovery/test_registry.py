@@ -141,6 +141,15 @@ def test_soa_serial_moves_when_the_data_changes_at_most_once_per_interval() -> N
     assert reg.observe(back, 23.0) == 1_700_000_002 and serial() == 1_700_000_002
 
 
+def test_peers_listed_in_another_order_are_no_change() -> None:
+    # wireguard-go lists its peers in a new order on every get (a Go map).
+    reg = Registry(NAMES, serial=1_700_000_000, serial_interval=1.0)
+    shuffled = Snapshot([PeerView(p.public_key, p.endpoint, tuple(reversed(p.allowed_ips)))
+                         for p in reversed(SNAP.peers)])
+    assert reg.observe(SNAP, 10.0) == 1_700_000_000
+    assert reg.observe(shuffled, 20.0) is None and not reg.journal.pending
+
+
 def test_outside_zone_refused_not_authoritative(reg: Registry) -> None:
     r = ask(reg, "example.com.", "A")
     assert r.rcode() == dns.rcode.REFUSED and not r.flags & dns.flags.AA

@@ -352,9 +352,12 @@ class Registry:
     def _content_digest(self, snapshot: Snapshot) -> bytes:
         """Changes whenever the zone's records would (cheaper than building them)."""
         h = hashlib.blake2s(digest_size=16)
-        for p in self._published(snapshot).values():
+        # In key order: wireguard-go lists its peers in a new order on every get
+        # (a Go map), which is no change of the zone.
+        published = self._published(snapshot)
+        for p in (published[k] for k in sorted(published)):
             ep = format_endpoint(*p.endpoint) if p.endpoint else ""
-            h.update(p.public_key + ep.encode() + ",".join(p.allowed_ips).encode())
+            h.update(p.public_key + ep.encode() + ",".join(sorted(p.allowed_ips)).encode())
         for key in sorted(self.lan):
             c = self.lan[key]
             h.update(key + repr((c.port, c.addresses, c.nat)).encode())
