@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +14,7 @@ from wgpy.discovery.paths import (
     Observed,
     Origin,
     PathSelector,
+    SetEndpoint,
     order_candidates,
 )
 from wgpy.discovery.records import NatKind, canonical_endpoint
@@ -118,3 +121,101 @@ def test_nat_classification() -> None:
     assert classify(m1, both).kind is NatKind.OPEN
     assert classify(None, both[:1]).kind is NatKind.UNKNOWN
     assert classify(None, []).kind is NatKind.UNKNOWN
+
+
+# -- the relay, and back to direct ---------------------------------------------------
+
+RELAY = Candidate(ep("10.200.0.2:40001"), Origin.RELAY)
+
+
+class Device:
+    """A fake device: the endpoint the selector set, and bytes that arrive only
+    over the paths that work (``works``), each quarter second."""
+
+    def __init__(self, works: set[str]) -> None:
+        self.endpoint: str | None = None
+        self.rx = 0
+        self.works = works
+
+    def run(self, sel: PathSelector, start: float, seconds: float,
+            hopeless: Callable[[float], bool] = lambda t: False,
+            ) -> list[tuple[float, SetEndpoint | None, list[str]]]:
+        out = []
+        for i in range(int(seconds * 4)):
+            now = start + i * 0.25
+            if self.endpoint in self.works:
+                self.rx += 100
+            act, ev = sel.step(now, Observed(self.endpoint, self.rx), [NAT], RELAY,
+                               prefer_relay=True, hopeless=hopeless(now))
+            if act is not None:
+                self.endpoint = act.candidate.text
+            out.append((now, act, [e.kind for e in ev]))
+        return out
+
+
+def selector() -> PathSelector:
+    return PathSelector(try_timeout=2, probe_timeout=1, direct_retry_min=5,
+                        direct_retry_max=20, stale_after=10)
+
+
+def probes(trace: list[tuple[float, SetEndpoint | None, list[str]]]) -> list[float]:
+    return [t for t, act, _ in trace if act is not None and act.candidate == NAT]
+
+
+def test_a_relayed_peer_probes_direct_with_a_doubling_wait() -> None:
+    dev, sel = Device({RELAY.text}), selector()
+    trace = dev.run(sel, 0.0, 120)
+    assert trace[0][1] is not None and trace[0][1].candidate == RELAY  # relay first
+    assert any("relayed" in kinds for _, _, kinds in trace)
+    starts = probes(trace)
+    # Each probe lasts probe_timeout (1 s), then back to the relay; the waits
+    # between probes go 5, 10, 20 (the most), 20, ...
+    waits = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert waits[:4] == [6.0, 11.0, 21.0, 21.0], waits
+    fails = sum(kinds.count("probe-failed") for _, _, kinds in trace)
+    assert fails == len(starts) and dev.endpoint == RELAY.text
+
+
+def test_a_probe_that_answers_leaves_the_relay() -> None:
+    dev, sel = Device({RELAY.text}), selector()
+    dev.run(sel, 0.0, 10)
+    assert dev.endpoint == RELAY.text
+    dev.works.add(NAT.text)  # the network now allows a direct path
+    trace = dev.run(sel, 10.0, 60)
+    direct = [t for t, _, kinds in trace if "direct" in kinds]
+    assert len(direct) == 1 and direct[0] < 10.0 + 20 + 2
+    assert dev.endpoint == NAT.text and sel.confirmed == NAT and not sel.wants_relay
+    assert all(act is None for t, act, _ in trace if t > direct[0])  # stays direct
+
+
+def test_a_probe_that_meets_the_peer_elsewhere_stays_direct() -> None:
+    # Our record of the peer's mapping is stale (its NAT changed), but the peer's
+    # own probe reached us and WireGuard roamed to its new address: that is direct.
+    dev, sel = Device({RELAY.text}), selector()
+    now, start = 0.0, None
+    for _ in range(200):  # on to the first probe from the relay
+        dev.run(sel, now, 0.25)
+        if sel.trying == NAT and sel.fallback == RELAY:
+            start = now
+            break
+        now += 0.25
+    assert start is not None
+    moved = "10.202.0.2:41234"
+    dev.endpoint = moved  # roamed: the peer's packets now come from there
+    dev.rx += 300
+    act, ev = sel.step(start + 0.25, Observed(moved, dev.rx), [NAT], RELAY, prefer_relay=True)
+    assert act is None and [e.kind for e in ev] == ["direct"]
+    assert sel.confirmed is not None and sel.confirmed.text == moved
+    dev.works = {moved}
+    trace = dev.run(sel, start + 0.5, 60)
+    assert all(act is None for _, act, _ in trace) and dev.endpoint == moved
+
+
+def test_between_symmetric_nats_probes_wait_longest_until_that_changes() -> None:
+    dev, sel = Device({RELAY.text}), selector()
+    trace = dev.run(sel, 0.0, 60, hopeless=lambda t: t < 45)
+    relayed = next(t for t, _, kinds in trace if "relayed" in kinds)
+    starts = probes(trace)
+    assert starts[:2] == [relayed + 0.25 + 20, relayed + 0.25 + 20 + 1 + 20]  # the longest
+    # No longer hopeless: a probe at once, then the waits start again from 5 s.
+    assert starts[2:] == [45.0, 45.0 + 1 + 5], starts

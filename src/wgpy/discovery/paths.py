@@ -42,7 +42,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from wgpy.control.endpoint import format_endpoint
+from wgpy.control.endpoint import format_endpoint, parse_endpoint
 from wgpy.protocol.events import Endpoint
 
 
@@ -112,6 +112,16 @@ def order_candidates(
     lan_c = [Candidate(e, Origin.LAN) for e in lan]
     same_nat = our_public is not None and any(e[0] == our_public[0] for e in nat)
     return lan_c + nat_c if same_nat or not nat_c else nat_c + lan_c
+
+
+def _roamed_to(observed: Observed) -> Candidate | None:
+    """The device's current endpoint as a direct candidate (None if it has none)."""
+    if observed.endpoint is None:
+        return None
+    try:
+        return Candidate(parse_endpoint(observed.endpoint), Origin.NAT)
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -291,6 +301,22 @@ class PathSelector:
                                           f"{now - self.started:.1f}s, leaving the relay"))
             return None, events
         roamed_back = observed.endpoint == back.text
+        elsewhere = observed.endpoint not in (t.text, back.text) and \
+            (relay is None or observed.endpoint != relay.text)
+        found = _roamed_to(observed) if elsewhere and observed.rx_bytes > self.rx_at_start \
+            else None
+        if found is not None:
+            # The peer's own probe reached us directly and WireGuard roamed to where
+            # it came from (our published mapping of the peer may be stale): a
+            # direct path all the same.  Going back to the relay would undo it.
+            self.trying = self.fallback = None
+            self.confirmed = found
+            self.wants_relay = False
+            self.direct_wait = 0.0
+            self.next_direct = float("-inf")
+            events.append(Event("direct", f"direct path via {found} (the peer's probe) after "
+                                          f"{now - self.started:.1f}s, leaving the relay"))
+            return None, events
         if not roamed_back and now - self.started < self.probe_timeout and t in candidates:
             return None, events
         self.trying = self.fallback = None
