@@ -512,6 +512,7 @@ class Discoverer:
             # "0" then "N" in one set would leave N and send nothing.
             self.uapi.set([*lines, "persistent_keepalive_interval=0"])
             self.uapi.set([*head, f"persistent_keepalive_interval={pka}"])
+            self.counters.endpoint_sets += 1
         elif len(lines) > len(head):
             self.uapi.set(lines)
             self.counters.endpoint_sets += 1

@@ -155,10 +155,11 @@ def registry_families(zone: str, snap: RegistrySnapshot) -> Iterator[Metric]:
         elif k.startswith("rcode."):
             responses.add_metric([zone, k[6:]], float(v))
     updates = CounterMetricFamily("wgpy_registry_updates",
-                                  "DNS UPDATEs of LAN candidates, by result",
+                                  "DNS UPDATEs (LAN candidates, relay requests), by result",
                                   labels=[*lab, "result"])
     updates.add_metric([zone, "accepted"], float(st.get("updates.accepted", 0)))
-    updates.add_metric([zone, "refused"], float(st.get("updates.refused", 0)))
+    updates.add_metric([zone, "refused"],
+                       float(st.get("update.refused", 0) + st.get("relay.refused", 0)))
     dropped = CounterMetricFamily("wgpy_registry_dropped",
                                   "Messages dropped unanswered, by reason",
                                   labels=[*lab, "reason"])
