@@ -78,14 +78,7 @@ def nat_lab(root: Path, random_fully: bool,
         nl = NatLab(lab)
         nl.build_internet()
         nl.build_registry()
-        nl.build_nat("A", 1, random_fully=random_fully)
-        nl.build_nat("B", 2, random_fully=random_fully)
-        a = nl.build_peer("A", "A", "10.99.0.1")
-        b = nl.build_peer("B", "B", "10.99.0.2")
-        for p in (a, b):
-            nl.connect_to_registry(p)
-        nl.add_peer(a, b)
-        nl.add_peer(b, a)
+        a, b = nl.two_peers(random_a=random_fully, random_b=random_fully)
         nl.start_registry("--relay", REG_PUBLIC, "--relay-ports", RELAY_PORTS, *registry_args)
         nl.wait_registry_sees(a, b)
         yield nl, a, b

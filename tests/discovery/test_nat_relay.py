@@ -140,15 +140,8 @@ def test_symmetric_nats_on_both_sides_connect_through_the_relay(nl: NatLab) -> N
 
 
 def test_a_relayed_path_goes_direct_when_the_nat_allows(nl: NatLab) -> None:
-    nl.build_nat("A", 1, random_fully=True)
-    nl.build_nat("B", 2)
-    a = nl.build_peer("A", "A", "10.99.0.1")
-    b = nl.build_peer("B", "B", "10.99.0.2")
+    a, b = nl.two_peers(random_a=True)
     assert nl.reg is not None
-    for p in (a, b):
-        nl.connect_to_registry(p)
-    nl.add_peer(a, b)
-    nl.add_peer(b, a)
     nl.start_registry("--relay", REG_PUBLIC, "--relay-ports", RELAY_PORTS,
                       "--relay-idle", "6")
     nl.wait_registry_sees(a, b)

@@ -60,15 +60,8 @@ def test_bind_follows_the_registry_and_discover_uses_it(nl: NatLab) -> None:
     keyfile.chmod(0o600)
     secret = re.search(r'secret "([^"]+)"', keyfile.read_text())
     assert secret is not None
-    nl.build_nat("A", 1)
-    nl.build_nat("B", 2)
-    a = nl.build_peer("A", "A", "10.99.0.1")
-    b = nl.build_peer("B", "B", "10.99.0.2")
+    a, b = nl.two_peers()
     assert nl.reg is not None
-    for p in (a, b):
-        nl.connect_to_registry(p)
-    nl.add_peer(a, b)
-    nl.add_peer(b, a)
     nl.start_registry("--secondary", SECONDARY, "--tsig-keyfile", str(keyfile),
                       "--serial-interval", "1")
     nl.wait_registry_sees(a, b)

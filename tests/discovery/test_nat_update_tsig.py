@@ -39,14 +39,8 @@ def test_signed_updates_only_when_the_registry_asks(nl: NatLab) -> None:
     found = re.search(r'secret "([^"]+)"', keyfile.read_text())
     assert found is not None
     secret = found.group(1)
-    nl.build_nat("A", 1)
-    a = nl.build_peer("A", "A", "10.99.0.1")
-    b = nl.build_peer("B", "A", "10.99.0.2")  # same NAT: LAN candidates connect them
+    a, b = nl.two_peers(same_nat=True)  # LAN candidates connect them
     assert nl.reg is not None
-    for p in (a, b):
-        nl.connect_to_registry(p)
-    nl.add_peer(a, b)
-    nl.add_peer(b, a)
     nl.start_registry("--tsig-keyfile", str(keyfile), "--update-tsig")
     nl.wait_registry_sees(a, b)
 

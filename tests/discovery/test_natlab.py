@@ -137,14 +137,7 @@ def test_same_nat_uses_lan_candidates(nl: NatLab) -> None:
 
 
 def test_random_fully_is_reported_symmetric(nl: NatLab) -> None:
-    nl.build_nat("A", 1, random_fully=True)
-    nl.build_nat("B", 2)
-    a = nl.build_peer("A", "A", "10.99.0.1")
-    b = nl.build_peer("B", "B", "10.99.0.2")
-    for p in (a, b):
-        nl.connect_to_registry(p)
-    nl.add_peer(a, b)
-    nl.add_peer(b, a)
+    a, b = nl.two_peers(random_a=True)
     nl.start_registry()
     nl.wait_registry_sees(a, b)
     argv = " ".join(nl.discover_argv(a, "--once"))

@@ -48,14 +48,7 @@ def test_registry_and_discover(lab: Lab) -> None:
     nl = NatLab(lab)
     nl.build_internet()
     reg = nl.build_registry()
-    nl.build_nat("A", 1)
-    nl.build_nat("B", 2)
-    a = nl.build_peer("A", "A", "10.99.0.1")
-    b = nl.build_peer("B", "B", "10.99.0.2")
-    for p in (a, b):
-        nl.connect_to_registry(p)
-    nl.add_peer(a, b)
-    nl.add_peer(b, a)
+    a, b = nl.two_peers()
     nl.wait_registry_sees(a, b)
     args = lab.workdir / "registry.args"
     args.write_text(f"--zone {ZONE}   # as /etc/wgpy/registry-IF.args\n"

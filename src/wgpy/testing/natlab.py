@@ -200,6 +200,22 @@ class NatLab:
         self.peers[name] = host
         return host
 
+    def two_peers(self, random_a: bool = False, random_b: bool = False,
+                  same_nat: bool = False) -> tuple[Host, Host]:
+        """The usual cast: peer A (10.99.0.1) behind NAT A and peer B (10.99.0.2)
+        behind NAT B (or NAT A too, ``same_nat``), each with a tunnel to the
+        registry and the other configured without an endpoint."""
+        self.build_nat("A", 1, random_fully=random_a)
+        if not same_nat:
+            self.build_nat("B", 2, random_fully=random_b)
+        a = self.build_peer("A", "A", "10.99.0.1")
+        b = self.build_peer("B", "A" if same_nat else "B", "10.99.0.2")
+        for p in (a, b):
+            self.connect_to_registry(p)
+        self.add_peer(a, b)
+        self.add_peer(b, a)
+        return a, b
+
     # -- WireGuard configuration ----------------------------------------------------
 
     def connect_to_registry(self, peer: Host, keepalive: int = 1, v6: bool = False) -> None:
