@@ -180,3 +180,51 @@ def test_path_kinds_from_discovers_state() -> None:
     book.observe(b"k" * 32, "direct", nat.text, 5.0)
     book.observe(b"k" * 32, "direct", "203.0.113.9:4000", 9.0)  # same kind: since stays
     assert book.paths[b"k" * 32].since == 5.0 and book.changes["direct"] == 1
+
+
+def test_registry_families_carry_the_relay_transfer_notify_and_tsig_counters() -> None:
+    # The keys as Server.counters() (the SIGUSR1 line) has them.
+    from wgpy.discovery.metrics import RegistrySnapshot, registry_families
+
+    counters = {
+        "messages": 40, "serial": 7, "update.refused": 2, "relay.refused": 1,
+        "relay.dropped": 1, "xfr.refused": 3, "notify.refused": 4, "tsig.badsig": 2,
+        "tsig.dropped": 1, "xfr.axfr.requests": 2, "xfr.axfr.full": 2,
+        "xfr.ixfr.requests": 5, "xfr.ixfr.incremental": 4, "xfr.ixfr.full": 1,
+        "notify.sent": 6, "notify.acknowledged": 5, "notify.gave_up": 1,
+        "relay.allocations": 1, "relay.allocated": 2, "relay.expired": 1,
+        "relay.forwarded.datagrams": 900, "relay.forwarded.bytes": 123456,
+        "relay.drop.foreign_source": 3, "relay.send_error.EPERM": 1,
+        "relay.requests": 2, "relay.mapping.changed": 1,
+    }
+    samples = {
+        (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "zone"))): s.value
+        for fam in registry_families("wg.example.net", RegistrySnapshot(counters, 2, 2, 0, True))
+        for s in fam.samples
+    }
+
+    def get(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    assert get("wgpy_registry_serial") == 7
+    assert get("wgpy_registry_refused_total", kind="xfr") == 3
+    assert get("wgpy_registry_refused_total", kind="notify") == 4
+    assert get("wgpy_registry_refused_total", kind="relay") == 1
+    assert get("wgpy_registry_rate_limited_total", kind="tsig") == 1
+    assert get("wgpy_registry_tsig_errors_total", error="badsig") == 2
+    assert ("wgpy_registry_tsig_errors_total", (("error", "dropped"),)) not in samples
+    assert get("wgpy_registry_transfer_requests_total", type="ixfr") == 5
+    assert get("wgpy_registry_transfers_total", type="ixfr", form="incremental") == 4
+    assert get("wgpy_registry_transfers_total", type="axfr", form="full") == 2
+    assert get("wgpy_registry_notify_total", event="gave_up") == 1
+    assert get("wgpy_registry_relay_allocations") == 1
+    assert get("wgpy_registry_relay_forwarded_bytes_total") == 123456
+    assert get("wgpy_registry_relay_forwarded_datagrams_total") == 900
+    assert get("wgpy_registry_relay_dropped_total", reason="foreign_source") == 3
+    assert get("wgpy_registry_relay_send_errors_total", errno="EPERM") == 1
+    assert get("wgpy_registry_relay_events_total", event="mapping.changed") == 1
+    assert get("wgpy_registry_relay_events_total", event="requests") == 2
+    # Without --relay there is no relay family at all.
+    no_relay = {k: v for k, v in counters.items() if not k.startswith("relay.")}
+    names = {f.name for f in registry_families("z", RegistrySnapshot(no_relay, 0, 0, 0, True))}
+    assert not any(n.startswith("wgpy_registry_relay") for n in names)

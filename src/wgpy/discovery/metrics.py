@@ -20,6 +20,7 @@ to, and whether the peer's traffic flows (``PathSelector.healthy``):
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -189,3 +190,80 @@ def registry_families(zone: str, snap: RegistrySnapshot) -> Iterator[Metric]:
     device.add_metric([zone], 1.0 if snap.device_ok else 0.0)
     yield from (messages, queries, responses, updates, dropped, malformed, truncated,
                 expired, published, peers, lan, device)
+    yield from _zone_families(zone, st)
+    yield from _relay_families(zone, st)
+
+
+# The families below read the counters the SIGUSR1 line shows (``Server.counters``),
+# by their keys' prefixes: what is counted there is on /metrics without a list kept
+# twice.  A category's refusals are ``CATEGORY.refused``; its answers the rate
+# limit held back, ``CATEGORY.dropped``.
+_CATEGORY_KEY = re.compile(r"([a-z]+)\.(refused|dropped)")
+_TSIG_KEY = re.compile(r"tsig\.([a-z_]+)")
+_XFR_KEY = re.compile(r"xfr\.([a-z]+)\.(requests|full|incremental)")
+
+
+def _zone_families(zone: str, st: dict[str, int]) -> Iterator[Metric]:
+    serial = GaugeMetricFamily("wgpy_registry_serial", "The zone's SOA serial", labels=["zone"])
+    serial.add_metric([zone], float(st.get("serial", 0)))
+    refused = CounterMetricFamily("wgpy_registry_refused",
+                                  "Requests refused, by kind (update, relay, xfr, notify, ...)",
+                                  labels=["zone", "kind"])
+    limited = CounterMetricFamily("wgpy_registry_rate_limited",
+                                  "Refusals left unanswered by the rate limit, by kind",
+                                  labels=["zone", "kind"])
+    tsig = CounterMetricFamily("wgpy_registry_tsig_errors",
+                               "Messages whose TSIG failed, by error", labels=["zone", "error"])
+    requests = CounterMetricFamily("wgpy_registry_transfer_requests",
+                                   "Zone transfer requests, by type", labels=["zone", "type"])
+    served = CounterMetricFamily("wgpy_registry_transfers",
+                                 "Zone transfers served, by type and form (full or incremental)",
+                                 labels=["zone", "type", "form"])
+    notify = CounterMetricFamily("wgpy_registry_notify",
+                                 "NOTIFY messages to secondaries, by event",
+                                 labels=["zone", "event"])
+    for k, v in sorted(st.items()):
+        if (m := _CATEGORY_KEY.fullmatch(k)) is not None:
+            (refused if m.group(2) == "refused" else limited).add_metric([zone, m.group(1)],
+                                                                         float(v))
+        elif (m := _TSIG_KEY.fullmatch(k)) is not None:
+            tsig.add_metric([zone, m.group(1)], float(v))
+        elif (m := _XFR_KEY.fullmatch(k)) is not None:
+            if m.group(2) == "requests":
+                requests.add_metric([zone, m.group(1)], float(v))
+            else:
+                served.add_metric([zone, m.group(1), m.group(2)], float(v))
+        elif k.startswith("notify."):
+            notify.add_metric([zone, k[7:]], float(v))
+    yield from (serial, refused, limited, tsig, requests, served, notify)
+
+
+def _relay_families(zone: str, st: dict[str, int]) -> Iterator[Metric]:
+    if "relay.allocations" not in st:
+        return  # no --relay
+    allocations = GaugeMetricFamily("wgpy_registry_relay_allocations",
+                                    "Relay port pairs allocated now", labels=["zone"])
+    allocations.add_metric([zone], float(st["relay.allocations"]))
+    datagrams = CounterMetricFamily("wgpy_registry_relay_forwarded_datagrams",
+                                    "Sealed WireGuard datagrams relayed", labels=["zone"])
+    datagrams.add_metric([zone], float(st.get("relay.forwarded.datagrams", 0)))
+    nbytes = CounterMetricFamily("wgpy_registry_relay_forwarded_bytes",
+                                 "Bytes of sealed WireGuard datagrams relayed", labels=["zone"])
+    nbytes.add_metric([zone], float(st.get("relay.forwarded.bytes", 0)))
+    dropped = CounterMetricFamily("wgpy_registry_relay_dropped",
+                                  "Datagrams the relay dropped, by reason",
+                                  labels=["zone", "reason"])
+    errors = CounterMetricFamily("wgpy_registry_relay_send_errors",
+                                 "Relay sends that failed, by errno", labels=["zone", "errno"])
+    events = CounterMetricFamily("wgpy_registry_relay_events",
+                                 "Allocations made, ended, expired; mappings learned; ...",
+                                 labels=["zone", "event"])
+    for k, v in sorted(st.items()):
+        if k.startswith("relay.drop."):
+            dropped.add_metric([zone, k[11:]], float(v))
+        elif k.startswith("relay.send_error."):
+            errors.add_metric([zone, k[17:]], float(v))
+        elif k.startswith("relay.") and not k.startswith("relay.forwarded.") and \
+                k not in ("relay.allocations", "relay.refused", "relay.dropped"):
+            events.add_metric([zone, k[6:]], float(v))
+    yield from (allocations, datagrams, nbytes, dropped, errors, events)

@@ -227,6 +227,11 @@ class RegistryServer:
 
     def stats_line(self) -> str:
         """Every counter as ``key=value`` (the SIGUSR1 line)."""
+        return " ".join(f"{k}={v}" for k, v in sorted(self.counters().items()))
+
+    def counters(self) -> dict[str, int]:
+        """Every counter: the registry's, the relay's (``relay.``), NOTIFY's
+        (``notify.``) and the zone's serial; the stats line and /metrics show these."""
         stats = dict(self.registry.stats)
         stats["serial"] = self.registry.journal.serial
         if self.registry.relay is not None:
@@ -234,13 +239,13 @@ class RegistryServer:
         if self.relay is not None:
             stats.update({f"relay.send_error.{k}": v for k, v in self.relay.send_errors.items()})
         stats.update({f"notify.{k}": v for k, v in self.notify.stats.items()})
-        return " ".join(f"{k}={v}" for k, v in sorted(stats.items()))
+        return stats
 
     def metrics_snapshot(self) -> RegistrySnapshot:
         """The counters and the last peer table, for a scrape (call on the loop)."""
         info = self._info
         views = peer_views(info) if info is not None else []
-        return RegistrySnapshot(dict(self.registry.stats),
+        return RegistrySnapshot(self.counters(),
                                 sum(1 for v in views if v.endpoint is not None), len(views),
                                 len(self.registry.lan), info is not None)
 
