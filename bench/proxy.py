@@ -3,6 +3,7 @@
     sudo python3 bench/proxy.py                    # 3 rounds (a few minutes)
     sudo python3 bench/proxy.py --rounds 5 --seconds 5 --out /tmp/proxybench
     sudo python3 bench/proxy.py --smoke            # ~40 s: checks that it works
+    sudo python3 bench/proxy.py --baseline /tmp/main/src --only rate   # a change, measured
 
 The proxy lab of the tests (``wgpy.testing.proxylab``): a client namespace,
 the proxy's namespace, and the origin's behind a WireGuard tunnel (wgpyd at
@@ -23,6 +24,11 @@ the one TPROXY port, and the client measures through it:
   to an echo origin and echoes 64 bytes on each; the seconds that takes, the
   seconds of a second echo on all of them, and the proxy's resident memory
   while they are open.
+
+``--baseline SRC`` also runs ``wgpy proxy`` from another source tree (e.g.
+``git archive main src | tar -x -C /tmp/main``) as ``wgpy-base``, in the same
+rounds and rotating order, to measure a change against the code before it;
+``--only rate`` (or ``tput``, ``conc``, comma-separated) keeps those tests.
 
 Medians over the rounds and the ratio wgpy/HAProxy go to stdout, every
 sample to results.json.  HAProxy runs with its defaults (one thread per CPU);
@@ -56,6 +62,8 @@ ORIGIN = "10.99.0.2"
 HTTP_PORT, IPERF_PORT, ECHO_PORT = 8080, 5201, 9000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROXIES = ("haproxy", "wgpy")
+BASELINE = "wgpy-base"
+TESTS = ("rate", "tput", "conc")
 
 WGPY_CONF = f"""\
 [Proxy]
@@ -114,6 +122,8 @@ class Settings:
     seconds: float
     concurrent: int
     hold: float
+    baseline: Path | None = None  # a source tree run as BASELINE
+    tests: tuple[str, ...] = TESTS
 
 
 @dataclass
@@ -173,15 +183,20 @@ def build_lab(lab: Lab) -> tuple[Topology, Path]:
     return topo, conf
 
 
-def start_proxy(topo: Topology, which: str, conf: Path) -> subprocess.Popen[bytes]:
+def start_proxy(topo: Topology, which: str, conf: Path,
+                baseline: Path | None = None) -> subprocess.Popen[bytes]:
     lab = topo.lab
-    if which == "wgpy":
+    env = None
+    if which in ("wgpy", BASELINE):
         argv = [sys.executable, "-m", "wgpy.proxy", "run", "--config", str(conf)]
+        if which == BASELINE:
+            assert baseline is not None
+            env = {"PYTHONPATH": str(baseline)}
     else:
         cfg = lab.workdir / "haproxy.cfg"
         cfg.write_text(HAPROXY_CONF)
         argv = ["haproxy", "-db", "-f", str(cfg)]
-    p = lab.popen(topo.prx, argv, log=f"{which}.log")
+    p = lab.popen(topo.prx, argv, env=env, log=f"{which}.log")
     lab.wait_for(f"{which} listening", lambda: listening(lab, topo.prx, LISTEN), timeout=20)
     return p
 
@@ -270,11 +285,14 @@ def concurrent(topo: Topology, pid: int, s: Settings, res: Results, which: str) 
 def one_round(topo: Topology, conf: Path, order: tuple[str, ...], s: Settings,
               res: Results) -> None:
     for which in order:
-        p = start_proxy(topo, which, conf)
+        p = start_proxy(topo, which, conf, s.baseline)
         try:
-            conn_rate(topo, p.pid, s.seconds, res, which)
-            throughput(topo, p.pid, s.seconds, res, which)
-            concurrent(topo, p.pid, s, res, which)
+            if "rate" in s.tests:
+                conn_rate(topo, p.pid, s.seconds, res, which)
+            if "tput" in s.tests:
+                throughput(topo, p.pid, s.seconds, res, which)
+            if "conc" in s.tests:
+                concurrent(topo, p.pid, s, res, which)
         finally:
             stop_proxy(topo, p)
 
@@ -293,20 +311,29 @@ def summary(res: Results) -> dict[str, dict[str, dict[str, float]]]:
 
 
 def table(summ: dict[str, dict[str, dict[str, float]]], s: Settings) -> str:
-    rows = ["| metric | unit | HAProxy | wgpy proxy | wgpy / HAProxy |",
-            "|---|---|---|---|---|"]
+    base = s.baseline is not None
+    rows = ["| metric | unit | HAProxy | wgpy proxy | wgpy / HAProxy |"
+            + (" wgpy-base | wgpy / wgpy-base |" if base else ""),
+            "|---|---|---|---|---|" + ("---|---|" if base else "")]
+
+    def cell(x: dict[str, float] | None) -> str:
+        if x is None:
+            return "-"
+        return f"{x['median']:.3g} ({x['min']:.3g}-{x['max']:.3g})"
+
+    def ratio(a: dict[str, float] | None, b: dict[str, float] | None) -> str:
+        return f"x{a['median'] / b['median']:.2f}" if a and b and b["median"] else "-"
+
     for key, label, unit, _ in METRICS:
         h = summ.get("haproxy", {}).get(key)
         w = summ.get("wgpy", {}).get(key)
-
-        def cell(x: dict[str, float] | None) -> str:
-            if x is None:
-                return "-"
-            return f"{x['median']:.3g} ({x['min']:.3g}-{x['max']:.3g})"
-
-        ratio = f"x{w['median'] / h['median']:.2f}" if h and w and h["median"] else "-"
-        rows.append(f"| {label.format(n=s.concurrent)} | {unit} | {cell(h)} | {cell(w)} "
-                    f"| {ratio} |")
+        if h is None and w is None:
+            continue  # a test left out with --only
+        row = f"| {label.format(n=s.concurrent)} | {unit} | {cell(h)} | {cell(w)} | {ratio(w, h)} |"
+        if base:
+            b = summ.get(BASELINE, {}).get(key)
+            row += f" {cell(b)} | {ratio(w, b)} |"
+        rows.append(row)
     return "\n".join(rows)
 
 
@@ -329,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="per rate and throughput test")
     p.add_argument("--concurrent", type=int, default=1000)
     p.add_argument("--out", type=Path, help="directory for results.json")
+    p.add_argument("--baseline", type=Path, metavar="SRC",
+                   help=f"also run wgpy proxy from this source tree, as {BASELINE}")
+    p.add_argument("--only", default=",".join(TESTS), metavar="TESTS",
+                   help=f"comma-separated tests to run, of {', '.join(TESTS)} (default: all)")
     p.add_argument("--smoke", action="store_true",
                    help="1 round, 2 s tests, 200 connections: checks that it works")
     a = p.parse_args(argv)
@@ -338,8 +369,15 @@ def main(argv: list[str] | None = None) -> int:
     if not ok or missing:
         print(f"bench/proxy.py: {why or 'needs ' + ', '.join(missing)}", file=sys.stderr)
         return 1
+    tests = tuple(t for t in a.only.split(",") if t)
+    if not tests or set(tests) - set(TESTS):
+        p.error(f"--only takes {', '.join(TESTS)}")
+    if a.baseline is not None and not (a.baseline / "wgpy" / "proxy").is_dir():
+        p.error(f"--baseline {a.baseline}: no wgpy/proxy package there")
     s = Settings(1, 2.0, 200, 0.5) if a.smoke else Settings(a.rounds, a.seconds,
                                                              a.concurrent, 2.0)
+    s.baseline = a.baseline.resolve() if a.baseline is not None else None
+    s.tests = tests
     out = a.out or Path(tempfile.mkdtemp(prefix="proxybench-"))
     out.mkdir(parents=True, exist_ok=True)
     res = Results()
@@ -347,8 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab(workdir)
     try:
         topo, conf = build_lab(lab)
+        proxies = (*PROXIES, BASELINE) if s.baseline is not None else PROXIES
         for r in range(s.rounds):
-            order = PROXIES if r % 2 == 0 else PROXIES[::-1]
+            k = r % len(proxies)  # each proxy goes first in turn
+            order = proxies[k:] + proxies[:k]
             t0 = time.monotonic()
             one_round(topo, conf, order, s, res)
             print(f"round {r + 1}/{s.rounds}: {time.monotonic() - t0:.0f} s", file=sys.stderr)
@@ -365,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in goals(summ) + res.notes:
         print(line)
     (out / "results.json").write_text(json.dumps(
-        {"settings": s.__dict__, "samples": res.samples, "summary": summ, "notes": res.notes},
+        {"settings": {**s.__dict__, "baseline": str(s.baseline) if s.baseline else None},
+         "samples": res.samples, "summary": summ, "notes": res.notes},
         indent=2))
     return 0 if summ.get("wgpy") and summ.get("haproxy") else 1
 
