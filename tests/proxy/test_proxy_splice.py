@@ -8,6 +8,7 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable
 
+from wgpy.proxy.poller import Poller
 from wgpy.proxy.splice import Pipe
 from wgpy.proxy.stats import RuleStats
 
@@ -47,11 +48,13 @@ def run_pipe(
         stats = RuleStats()
         done: asyncio.Future[None] = loop.create_future()
         pipe = Pipe(SMALL, clock or loop.time, stats, lambda p: done.set_result(None))
-        await loop.create_connection(lambda: pipe.origin, sock=b)
-        await loop.connect_accepted_socket(lambda: pipe.client, sock=a)
+        poller = Poller(loop)
+        pipe.start(poller, a, b)
         try:
             await asyncio.wait_for(body(client, origin, pipe, done), 30)
+            assert not len(poller), "a closed pipe left a socket watched"
         finally:
+            poller.close()
             client.close()
             origin.close()
         return stats

@@ -9,7 +9,10 @@ the Deny/Allow lists and the :class:`~wgpy.proxy.limits.Limiter` decide
 admission; a refusal is a RST (``SO_LINGER`` 0).  Admitted connections
 dial the rule's origins in round-robin order (healthy first) with the
 rule's connect timeout, and a :class:`~wgpy.proxy.splice.Pipe` carries the
-bytes, led by a PROXY header when the rule asks for one.  Every address we
+bytes, led by a PROXY header when the rule asks for one.  From accept to
+close a connection is plain callbacks on non-blocking sockets, watched by
+one :class:`~wgpy.proxy.poller.Poller`: no task, coroutine or asyncio
+transport per connection (they were most of its cost).  Every address we
 dial comes from :meth:`Router.candidates`, i.e. from the configuration.
 
 ``SIGHUP`` (or ``reload`` on the control socket) parses the file again.  A
@@ -40,12 +43,13 @@ from wgpy.service.metrics import serve as serve_metrics
 
 from . import config as cfgmod
 from . import control, proxyproto
-from .config import ProxyConfig, Rule, Settings
+from .config import IPAddress, ProxyConfig, Rule, Settings
 from .health import HealthBook, probe
 from .limits import Limiter
 from .match import REFUSED_NO_RULE, Router, health_targets, parse_ip
 from .metrics import proxy_families
 from .netsetup import SetupError, apply_setup, apply_teardown, run_commands
+from .poller import OUT, Poller
 from .rules import sync_commands
 from .splice import Pipe
 from .stats import RuleStats, Stats
@@ -64,12 +68,34 @@ _FIXED = ("listen_port", "listen_v4", "listen_v6", "mark", "table", "rule_priori
 class _Conn:
     """Book-keeping for one admitted TCP connection."""
 
-    def __init__(self, rule: Rule, src: Endpoint, stats: RuleStats) -> None:
+    __slots__ = ("rule", "src", "stats", "client", "dst", "candidates", "tries", "up", "timer",
+                 "origin", "pipe")  # fmt: skip
+
+    def __init__(self, rule: Rule, src: Endpoint, stats: RuleStats, client: socket.socket,
+                 dst: Endpoint, candidates: list[Endpoint]) -> None:  # fmt: skip
         self.rule = rule
         self.src = src
         self.stats = stats
-        self.origin: Endpoint | None = None
+        self.client = client
+        self.dst = dst  # the address the client dialled
+        self.candidates = candidates
+        self.tries = 0  # origins attempted
+        self.up: socket.socket | None = None  # the origin socket while it connects
+        self.timer: asyncio.TimerHandle | None = None  # that connect's timeout
+        self.origin: Endpoint | None = None  # the origin tried last, then the one used
         self.pipe: Pipe | None = None
+
+
+def _ignore(_events: int) -> None:
+    pass
+
+
+def _source_key(text: str, ip: IPAddress | None = None) -> str:
+    """A client address as the limiter counts it: the kernel's text of an
+    IPv4 address is already canonical, so only IPv6 (scope ids) is parsed."""
+    if ":" not in text:
+        return text
+    return str(ip if ip is not None else parse_ip(text))
 
 
 def raise_fd_limit() -> int:
@@ -106,6 +132,7 @@ class ProxyServer:
         self._reload_lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: UdpRelay | None = None
+        self._poller: Poller | None = None  # the TCP connections' sockets
         self._paused: set[int] = set()
         self._warned: dict[str, float] = {}  # rule -> loop time of its last origin warning
 
@@ -115,10 +142,16 @@ class ProxyServer:
         assert self._loop is not None
         return self._loop
 
+    @property
+    def poller(self) -> Poller:
+        assert self._poller is not None
+        return self._poller
+
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT (or :meth:`stop`)."""
         self._loop = asyncio.get_running_loop()
         self._udp = UdpRelay(self.loop, self._admit, self._release, self.stats.unmatched)
+        self._poller = Poller(self.loop)
         raise_fd_limit()
         ctl: asyncio.AbstractServer | None = None
         exporter: MetricsServer | None = None
@@ -164,12 +197,13 @@ class ProxyServer:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         for c in list(self.conns):
-            if c.pipe is not None:
-                c.pipe.close("shutdown")
+            self._abandon(c)
         for _ in range(50):  # bounded: let closes flush
             if not self.conns:
                 break
             await asyncio.sleep(0.02)
+        if self._poller is not None:
+            self._poller.close()
         if ctl is not None:
             ctl.close()
             try:
@@ -211,7 +245,7 @@ class ProxyServer:
             return None
         rs = self.stats.rule(rule.name)
         reason = self.router.admit(rule, sip) or self.limiter.acquire(
-            rule.name, str(sip), self.loop.time(), rule_max=rule.max_connections,
+            rule.name, _source_key(src[0], sip), self.loop.time(), rule_max=rule.max_connections,
             source_max=rule.max_per_source, rate=rule.rate_per_source,
         )  # fmt: skip
         if reason is not None:
@@ -220,7 +254,7 @@ class ProxyServer:
         return Admitted(rule, self.router.candidates(rule, dip, dst[1]), rs)
 
     def _release(self, rule: str, src: str) -> None:
-        self.limiter.release(rule, str(parse_ip(src)))
+        self.limiter.release(rule, _source_key(src))
 
     # -- TCP ---------------------------------------------------------------
     def _accept_ready(self, lsock: socket.socket) -> None:
@@ -262,66 +296,99 @@ class ProxyServer:
         if adm is None:
             rst_close(sock)
             return
-        conn = _Conn(adm.rule, src, adm.stats)
+        conn = _Conn(adm.rule, src, adm.stats, sock, (dst[0], dst[1]), adm.candidates)
         self.conns.add(conn)
         adm.stats.active += 1
-        self._spawn(self._connect(conn, sock, (dst[0], dst[1]), adm.candidates))
+        if not adm.candidates:
+            self._give_up(conn, "no-origin")
+            return
+        self._dial_next(conn)
 
-    async def _dial(
-        self, rule: Rule, stats: RuleStats, candidates: list[Endpoint]
-    ) -> tuple[socket.socket, Endpoint] | None:
-        for host, port in candidates[:MAX_ORIGIN_TRIES]:
-            up = socket.socket(family_of(host), socket.SOCK_STREAM)
+    # A connection's life is callbacks, not a task, a coroutine or asyncio
+    # transports: a non-blocking connect watched by the Poller with a timer
+    # per origin attempt, then a Pipe on the two sockets.
+    def _dial_next(self, conn: _Conn) -> None:
+        """Start a connect to the next origin, or give up after MAX_ORIGIN_TRIES."""
+        while conn.tries < min(MAX_ORIGIN_TRIES, len(conn.candidates)):
+            host, port = conn.origin = conn.candidates[conn.tries]
+            conn.tries += 1
+            try:
+                up = socket.socket(family_of(host), socket.SOCK_STREAM)
+            except OSError:
+                break
             up.setblocking(False)
-            try:
-                await asyncio.wait_for(self.loop.sock_connect(up, (host, port)),
-                                       rule.connect_timeout)  # fmt: skip
-            except (OSError, TimeoutError):
-                up.close()
-                stats.origin_failures += 1
-                self.health.record((host, port), False, self.loop.time())
-                continue
-            except BaseException:
-                up.close()
-                raise
-            self.health.record((host, port), True, self.loop.time())
-            return up, (host, port)
-        return None
+            err = up.connect_ex((host, port))
+            if err == 0:
+                conn.up = up
+                self._connected(conn)
+                return
+            if err == errno.EINPROGRESS:
+                conn.up = up
+                self.poller.watch(up.fileno(), OUT, lambda _ev: self._connect_ready(conn))
+                conn.timer = self.loop.call_later(conn.rule.connect_timeout,
+                                                  self._connect_failed, conn)  # fmt: skip
+                return
+            up.close()
+            self._origin_failed(conn)
+        self._give_up(conn, "origin-unreachable")
 
-    async def _connect(self, conn: _Conn, sock: socket.socket, dst: Endpoint,
-                       candidates: list[Endpoint]) -> None:  # fmt: skip
-        rule, stats = conn.rule, conn.stats
-        handed_over = False
-        try:
-            dialled = await self._dial(rule, stats, candidates) if candidates else None
-            if dialled is None:
-                stats.refuse("origin-unreachable" if candidates else "no-origin")
-                return
-            up, conn.origin = dialled
-            pipe = Pipe(self.cfg.settings.buffer_size, self.loop.time, stats,
-                        lambda _p: self._finish(conn), rule.idle_timeout)  # fmt: skip
-            conn.pipe = pipe
-            header = proxyproto.encode(rule.proxy_protocol, conn.src, dst, "tcp")
-            try:
-                await self.loop.create_connection(lambda: pipe.origin, sock=up)
-            except OSError:
-                up.close()
-                stats.refuse("origin-unreachable")
-                return
-            if header and pipe.origin.transport is not None:
-                pipe.origin.transport.write(header)
-            handed_over = True
-            stats.connections += 1
-            try:
-                await self.loop.connect_accepted_socket(lambda: pipe.client, sock)
-            except OSError:
-                pipe.client.lost = True  # never attached; the origin's close ends the pipe
-                sock.close()
-                pipe.origin.abort(rst=True)
-        finally:
-            if not handed_over:
-                rst_close(sock)
-                self._finish(conn)
+    def _connect_ready(self, conn: _Conn) -> None:
+        up = conn.up
+        assert up is not None
+        if up.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            self._connect_failed(conn)
+            return
+        self.poller.watch(up.fileno(), 0, _ignore)
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        self._connected(conn)
+
+    def _connect_failed(self, conn: _Conn) -> None:
+        """The attempt failed or timed out: count it and try the next origin."""
+        self._drop_attempt(conn)
+        self._origin_failed(conn)
+        self._dial_next(conn)
+
+    def _drop_attempt(self, conn: _Conn) -> None:
+        up, conn.up = conn.up, None
+        if up is not None:
+            self.poller.watch(up.fileno(), 0, _ignore)
+            up.close()
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+
+    def _origin_failed(self, conn: _Conn) -> None:
+        conn.stats.origin_failures += 1
+        assert conn.origin is not None
+        self.health.record(conn.origin, False, self.loop.time())
+
+    def _give_up(self, conn: _Conn, reason: str) -> None:
+        conn.stats.refuse(reason)
+        rst_close(conn.client)
+        self._finish(conn)
+
+    def _connected(self, conn: _Conn) -> None:
+        up, rule, stats = conn.up, conn.rule, conn.stats
+        assert up is not None and conn.origin is not None
+        conn.up = None
+        self.health.record(conn.origin, True, self.loop.time())
+        pipe = Pipe(self.cfg.settings.buffer_size, self.loop.time, stats,
+                    lambda _p: self._finish(conn), rule.idle_timeout)  # fmt: skip
+        conn.pipe = pipe
+        stats.connections += 1
+        header = proxyproto.encode(rule.proxy_protocol, conn.src, conn.dst, "tcp")
+        pipe.start(self.poller, conn.client, up, header)
+
+    def _abandon(self, conn: _Conn) -> None:
+        """End a connection at shutdown, whatever stage it is in."""
+        if conn.pipe is not None:
+            conn.pipe.close("shutdown")
+        else:
+            self._drop_attempt(conn)
+            rst_close(conn.client)
+            self._finish(conn)
 
     def _finish(self, conn: _Conn) -> None:
         if conn not in self.conns:
