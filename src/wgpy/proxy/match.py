@@ -14,6 +14,7 @@ For a new connection or UDP flow the server asks, in order:
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Sequence
 
 from wgpy.control.endpoint import Endpoint
@@ -46,12 +47,25 @@ def health_targets(cfg: ProxyConfig) -> list[Target]:
     return out
 
 
+# An origin as candidates() needs it: its address as text, its port (None:
+# the port the client dialled) and what health checks probe (None: nothing).
+_Entry = tuple[str, int | None, Target | None]
+
+
+def _entries(rule: Rule, origins: Sequence[Origin]) -> list[_Entry]:
+    return [(str(o.host), o.port, health_target(rule, o)) for o in origins]
+
+
 class Router:
     def __init__(self, cfg: ProxyConfig, health: HealthBook) -> None:
         self.cfg = cfg
         self.health = health
         self._rr: dict[tuple[str, str], int] = {}
         self._tables = {r.name: {str(a): os_ for a, os_ in r.table} for r in cfg.rules}
+        # per rule, computed once: (entries of Origin, {address: entries of its Map line})
+        self._entries = {r.name: (_entries(r, r.origins),
+                                  {str(a): _entries(r, os_) for a, os_ in r.table})
+                         for r in cfg.rules}  # fmt: skip
 
     def match(self, protocol: str, dst: IPAddress, port: int) -> Rule | None:
         """The first rule publishing ``dst:port`` over ``protocol``."""
@@ -82,21 +96,35 @@ class Router:
         Down origins stay at the end as a last resort, so a rule whose
         origins are all marked down still tries rather than refusing.
         """
-        origins = list(self.origins_for(rule, dst))
+        default, table = self._entries[rule.name]
+        origins, where = default, ""
+        if table:
+            where = str(dst)
+            if where in table:
+                origins = table[where]
+            else:
+                where = ""
         if not origins:
             return []
-        key = (rule.name, str(dst) if str(dst) in self._tables[rule.name] else "")
+        key = (rule.name, where)
         start = self._rr.get(key, 0) % len(origins)
         self._rr[key] = start + 1
-        rotated = origins[start:] + origins[:start]
         up: list[Endpoint] = []
         down: list[Endpoint] = []
-        for o in rotated:
-            t = health_target(rule, o)
-            (up if t is None or self.health.is_up(t) else down).append(o.resolve(port))
+        is_up = self.health.is_up
+        for host, oport, t in origins[start:] + origins[:start]:
+            (up if t is None or is_up(t) else down).append(
+                (host, oport if oport is not None else port))
         return up + down
 
 
 def parse_ip(text: str) -> IPAddress:
     """An address as the kernel reports it (strips a v6 scope id)."""
+    if ":" not in text:
+        # inet_pton (a pure conversion, no I/O) is several times quicker
+        # than ipaddress's own parser, and this runs for every connection.
+        try:
+            return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, text))
+        except OSError:
+            pass  # not a dotted quad: ipaddress explains why below
     return ipaddress.ip_address(text.split("%", 1)[0])
