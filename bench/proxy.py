@@ -17,7 +17,8 @@ the one TPROXY port, and the client measures through it:
 * new connections per second: ``ab`` (apache2-utils: HTTP/1.0, a new
   connection per request, 32 at a time) against a HAProxy that answers
   ``200`` itself on the origin (so the origin is never the limit), and the
-  proxy's CPU time per connection (steadier than the rate on a shared host);
+  proxy's CPU time per connection (steadier than the rate on a shared host),
+  all of it and its user (not kernel) part;
 * one-stream throughput: ``iperf3`` (one TCP stream, client to origin) and
   the proxy's CPU seconds per GB moved (utime+stime from /proc);
 * 1,000 concurrent connections: ``wgpy.testing.connload`` opens them at once
@@ -139,6 +140,7 @@ class Results:
 METRICS = [  # key, label, unit, higher is better
     ("conn_per_s", "new connections/s (ab, 32 at a time)", "1/s", True),
     ("cpu_us_per_conn", "proxy CPU per new connection", "µs", False),
+    ("user_us_per_conn", "  of which user time", "µs", False),
     ("tput_gbit", "one-stream throughput (iperf3)", "Gbit/s", True),
     ("cpu_s_per_gb", "proxy CPU per GB (one stream)", "s/GB", False),
     ("c1000_open_s", "{n} connections: open + echo", "s", False),
@@ -147,9 +149,14 @@ METRICS = [  # key, label, unit, higher is better
 ]
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_times(pid))
 
 
 def rss_mb(pid: int) -> float:
@@ -218,10 +225,10 @@ def stop_proxy(topo: Topology, p: subprocess.Popen[bytes]) -> None:
 
 def conn_rate(topo: Topology, pid: int, seconds: float, res: Results, which: str) -> None:
     n = 200_000  # -t bounds the run; -n only caps it
-    cpu0 = cpu_seconds(pid)
+    user0, sys0 = cpu_times(pid)
     p = topo.lab.run(topo.cli, f"ab -q -r -s 10 -c 32 -t {seconds:g} -n {n} "
                                f"http://{VIP}:{HTTP_PORT}/", check=False, timeout=seconds + 60)
-    cpu1 = cpu_seconds(pid)
+    user1, sys1 = cpu_times(pid)
     m = re.search(r"Requests per second:\s+([\d.]+)", p.stdout)
     done = re.search(r"Complete requests:\s+(\d+)", p.stdout)
     failed = re.search(r"Failed requests:\s+(\d+)", p.stdout)
@@ -231,7 +238,9 @@ def conn_rate(topo: Topology, pid: int, seconds: float, res: Results, which: str
     res.add(which, "conn_per_s", float(m.group(1)))
     if int(done.group(1)):
         # What a connection costs the proxy: steadier than the rate on a busy host.
-        res.add(which, "cpu_us_per_conn", (cpu1 - cpu0) / int(done.group(1)) * 1e6)
+        per_conn = 1e6 / int(done.group(1))
+        res.add(which, "cpu_us_per_conn", (user1 - user0 + sys1 - sys0) * per_conn)
+        res.add(which, "user_us_per_conn", (user1 - user0) * per_conn)
     if failed and int(failed.group(1)):
         res.notes.append(f"{which}: ab counted {failed.group(1)} failed requests")
 
