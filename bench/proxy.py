@@ -8,7 +8,7 @@
 The proxy lab of the tests (``wgpy.testing.proxylab``): a client namespace,
 the proxy's namespace, and the origin's behind a WireGuard tunnel (wgpyd at
 both ends).  ``wgpy proxy setup`` installs the nftables TPROXY rule, AnyIP
-route and fwmark rule once; then, in each round and in alternating order,
+route and fwmark rule once; then, in each round and in rotating order,
 either ``wgpy proxy run`` or HAProxy (Debian's ``haproxy``, ``mode tcp``,
 ``bind 127.0.0.1:15001 transparent``, the server without a port so the
 client's port is kept, as the wgpy rule's ``Origin = 10.99.0.2``) listens on
