@@ -77,10 +77,15 @@ def shots(tmp_path: Path) -> Iterator[Path]:
 
 
 def wait(what: str, predicate: Any, timeout: float = 15) -> None:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        try:
+            if predicate():
+                return
+        except (NoSuchElementException, StaleElementReferenceException):
+            pass  # the page is being replaced (a form's POST and redirect): look again
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
