@@ -285,6 +285,18 @@ class PathSelector:
                                          f", next round in {self.retry_after:g}s"))
         return self._set_if_differs(best, observed, "best guess", events)
 
+    def _left_relay(self, via: Candidate, how: str, now: float,
+                    events: list[Event]) -> list[Event]:
+        """A direct path answered while relayed: keep it, and start the backoff over."""
+        self.trying = self.fallback = None
+        self.confirmed = via
+        self.wants_relay = False
+        self.direct_wait = 0.0
+        self.next_direct = float("-inf")
+        events.append(Event("direct", f"direct path via {how} after "
+                                      f"{now - self.started:.1f}s, leaving the relay"))
+        return events
+
     def _probing(
         self, now: float, observed: Observed, candidates: Sequence[Candidate],
         relay: Candidate | None, events: list[Event],
@@ -292,14 +304,7 @@ class PathSelector:
         t, back = self.trying, self.fallback
         assert t is not None and back is not None
         if observed.endpoint == t.text and observed.rx_bytes > self.rx_at_start:
-            self.trying = self.fallback = None
-            self.confirmed = t
-            self.wants_relay = False
-            self.direct_wait = 0.0
-            self.next_direct = float("-inf")
-            events.append(Event("direct", f"direct path via {t} after "
-                                          f"{now - self.started:.1f}s, leaving the relay"))
-            return None, events
+            return None, self._left_relay(t, str(t), now, events)
         roamed_back = observed.endpoint == back.text
         elsewhere = observed.endpoint not in (t.text, back.text) and \
             (relay is None or observed.endpoint != relay.text)
@@ -309,14 +314,7 @@ class PathSelector:
             # The peer's own probe reached us directly and WireGuard roamed to where
             # it came from (our published mapping of the peer may be stale): a
             # direct path all the same.  Going back to the relay would undo it.
-            self.trying = self.fallback = None
-            self.confirmed = found
-            self.wants_relay = False
-            self.direct_wait = 0.0
-            self.next_direct = float("-inf")
-            events.append(Event("direct", f"direct path via {found} (the peer's probe) after "
-                                          f"{now - self.started:.1f}s, leaving the relay"))
-            return None, events
+            return None, self._left_relay(found, f"{found} (the peer's probe)", now, events)
         if not roamed_back and now - self.started < self.probe_timeout and t in candidates:
             return None, events
         self.trying = self.fallback = None
